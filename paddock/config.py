@@ -1,0 +1,69 @@
+"""Process settings, read once from the environment.
+
+Infrastructure choices (hub, store, serving target) live in Prefect blocks; these settings
+only seed those blocks on a fresh machine and say where paddock keeps its own files.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings", "reset_settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PADDOCK_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".paddock")
+    database_url: str | None = None
+    # Seeds for the blocks (used only when a block does not exist yet).
+    hub_endpoint: str | None = Field(default=None, validation_alias="HF_ENDPOINT")
+    hub_token: str | None = Field(default=None, validation_alias="HF_TOKEN")
+    store_url: str | None = None  # "s3://bucket/prefix" or a directory; default: HOME/store
+    s3_endpoint_url: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    serving_backend: str = "local"
+    serving_python: Path | None = None  # python of the serving environment (.venv-serving)
+    # Local-directory sources are refused unless they sit under one of these roots.
+    allowed_source_dirs: list[Path] = Field(default_factory=list)
+    allow_custom_code: bool = False
+    allow_pickle: bool = False
+    max_parameters: int = 15_000_000_000
+    max_model_bytes: int = 40 * 1024**3
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'paddock.db'}"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.home / "work"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def source_roots(self) -> list[Path]:
+        return [p.resolve() for p in (self.allowed_source_dirs or [self.home / "sources"])]
+
+
+@functools.cache
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    # Each paddock home carries its own Prefect home (blocks, ephemeral database) unless
+    # the operator points Prefect elsewhere: a fresh home is a fresh machine.
+    os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
+    return settings
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests change the environment between cases)."""
+    get_settings.cache_clear()
