@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     allow_pickle: bool = False
     max_parameters: int = 15_000_000_000
     max_model_bytes: int = 40 * 1024**3
+    retry_base_seconds: float = 2.0  # first retry delay; doubles per attempt
 
     @property
     def db_url(self) -> str:

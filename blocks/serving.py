@@ -1,0 +1,53 @@
+"""Where models run, and the latency bar they must clear there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect.blocks.core import Block
+from pydantic import Field
+
+from deployments import ServingBackend, get_backend
+
+__all__ = ["ServingTarget"]
+
+
+class ServingTarget(Block):
+    _block_type_name = "Paddock Serving Target"
+    _description = "The serving backend (local vLLM process or Kubernetes) and its SLOs."
+
+    backend: Literal["local", "kubernetes"] = "local"
+    ready_timeout_s: float = Field(default=600, gt=0)
+    dtype: str = "float32"
+    max_model_len: int = Field(default=2048, gt=0)
+    # local
+    serving_python: str | None = Field(
+        default=None, description="Python of the serving environment (.venv-serving)."
+    )
+    # kubernetes
+    namespace: str = "paddock"
+    image: str | None = None
+    gpus: int = Field(default=0, ge=0)
+    kserve: bool = False
+    s3_secret_name: str = "paddock-model-store"
+    # stress stage
+    stress_profile: str = "smoke"
+    slo_profile: Literal["cpu", "gpu"] = "cpu"
+    slo_overrides: dict[str, Any] = Field(default_factory=dict)
+
+    def open(self, *, log_dir: Path) -> ServingBackend:
+        if self.backend == "local":
+            options: dict[str, Any] = {"log_dir": log_dir}
+            if self.serving_python:
+                options["python"] = Path(self.serving_python)
+            return get_backend("local", **options)
+        options = {
+            "namespace": self.namespace,
+            "gpus": self.gpus,
+            "kserve": self.kserve,
+            "s3_secret_name": self.s3_secret_name,
+        }
+        if self.image:
+            options["image"] = self.image
+        return get_backend("kubernetes", **options)

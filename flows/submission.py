@@ -1,0 +1,72 @@
+"""One submission, all the way from a hub repository to users.
+
+download → sanity → serialize → upload → deploy → warm-up → stress → publish.
+Every stage records itself and retries transient faults (tasks/stage.py). Stages from
+upload on run inside a transaction: if a later stage fails, the deployment is stopped and
+the upload taken back, so a failed submission leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from prefect import flow, get_run_logger
+from prefect.transactions import transaction
+
+from paddock import crud, lifecycle, timeline
+from paddock.errors import IllegalTransition
+from paddock.models import StageStatus, Status
+from tasks.deploy import deploy
+from tasks.download import download
+from tasks.loadtest import loadtest
+from tasks.publish import publish
+from tasks.sanity import sanity
+from tasks.serialize import serialize
+from tasks.upload import upload
+from tasks.warmup import warmup
+
+__all__ = ["submission"]
+
+
+
+
+@flow(name="submission", flow_run_name="submission-{submission_id}", log_prints=True)
+def submission(submission_id: str) -> str:
+    """Take a submission from its source to a published endpoint; returns the endpoint."""
+    try:
+        snapshot = download(submission_id)
+        sanity(submission_id, snapshot)
+        bundle = serialize(submission_id, snapshot)
+        with transaction() as txn:
+            txn.set("submission_id", submission_id)
+            stored = upload(submission_id, bundle)
+            deployed = deploy(submission_id, stored)
+            warmup(submission_id, deployed)
+            loadtest(submission_id, deployed)
+            endpoint = publish(submission_id, deployed)
+    except BaseException as exc:
+        _record_failure(submission_id, exc)
+        raise
+    report = timeline.build(submission_id)
+    get_run_logger().info(
+        "deployed %s in %.1f s (SLA %d s)", endpoint, report.total_seconds, report.sla_seconds
+    )
+    return endpoint
+
+
+def _record_failure(submission_id: str, exc: BaseException) -> None:
+    runs = crud.stage_runs(submission_id=submission_id)
+    failed = [r for r in runs if r.status in (StageStatus.failed, StageStatus.rejected)]
+    last = failed[-1] if failed else None
+    stage = last.stage if last else "pipeline"
+    reason = (last.detail.get("error") if last else None) or f"{type(exc).__name__}: {exc}"
+    if last is not None and last.status is StageStatus.failed and last.attempt > 1:
+        reason = f"failed after {last.attempt} attempts: {reason}"
+    try:
+        lifecycle.transition(submission_id, Status.failed, reason=reason, failed_stage=stage)
+    except IllegalTransition:
+        pass  # deactivated or torn down meanwhile: that status stands
+
+
+if __name__ == "__main__":  # `python -m flows.submission ID`: what `paddock submit` spawns
+    submission(sys.argv[1])

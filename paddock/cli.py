@@ -1,0 +1,158 @@
+"""`paddock`: submit a model, watch it, stop it.
+
+A thin layer over the same functions the API uses; `--json` prints exactly the API's shape.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from paddock import crud, lifecycle, timeline
+from paddock.errors import PaddockError
+from paddock.models import Status
+from paddock.params import parse_params, validate_params
+from paddock.progress import render, watch
+from paddock.runner import flow_log_path, spawn_flow
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+out = Console()
+err = Console(stderr=True)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def submit(
+    source: Annotated[str, typer.Argument(help="hub id (org/name), s3://bucket/dir, or a path")],
+    revision: Annotated[str | None, typer.Option(help="branch, tag or commit")] = None,
+    name: Annotated[str | None, typer.Option(help="display name (default: from source)")] = None,
+    developer: Annotated[str, typer.Option(help="who submits")] = getpass.getuser(),
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="k=v")] = None,
+    wait: Annotated[bool, typer.Option(help="run the flow now and wait for its end")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Submit a model; prints its id (with --wait, exits 0 only once it is deployed)."""
+    try:
+        params = validate_params(parse_params(param or []))
+    except PaddockError as exc:
+        _fail(str(exc))
+    display = name or source.rstrip("/").rsplit("/", 1)[-1] or source
+    sub = crud.create_submission(
+        developer=developer,
+        source=source,
+        display_name=display,
+        requested_revision=revision,
+        generation_params=params,
+    )
+    proc = spawn_flow(sub.id, detach=not wait)
+    if not wait:
+        if as_json:
+            _print_json({"id": sub.id, "status": str(sub.status), "log": str(flow_log_path(sub.id))})
+        else:
+            out.print(sub.id)
+        return
+    err.print(f"submission [bold]{sub.id}[/]: {source} (log: {flow_log_path(sub.id)})")
+    report = watch(sub.id, alive=lambda: proc.poll() is None, console=err)
+    proc.wait()
+    report = timeline.build(sub.id)
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        out.print(render(report))
+    if report.status != Status.deployed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    submission_id: Annotated[str | None, typer.Argument()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show a submission's stages, timings, artifacts and endpoint (default: the newest)."""
+    if submission_id is None:
+        latest = crud.list_submissions(limit=1)
+        if not latest:
+            _fail("no submissions yet")
+        submission_id = latest[0].id
+    try:
+        report = timeline.build(submission_id)
+    except PaddockError as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    out.print(render(report))
+    for a in report.artifacts:
+        out.print(f"  {a['uri']}  {a['size']:,} B  sha256 {a['sha256'][:16]}…", highlight=False)
+    if report.stress:
+        out.print(f"  stress: {report.stress}", highlight=False)
+
+
+@app.command(name="list")
+def list_(
+    developer: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List submissions, newest first."""
+    subs = crud.list_submissions(developer=developer)
+    if as_json:
+        _print_json([s.model_dump(exclude={"reference"}) for s in subs])
+        return
+    table = Table("id", "name", "developer", "status", "endpoint", "created")
+    for s in subs:
+        table.add_row(s.id, s.display_name, s.developer, str(s.status), s.endpoint or "",
+                      s.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+    out.print(table)
+
+
+@app.command()
+def run(submission_id: str) -> None:
+    """Run (or resume) a submission's flow in this process; finished stages are skipped."""
+    proc = spawn_flow(submission_id, detach=False)
+    report = watch(submission_id, alive=lambda: proc.poll() is None, console=err)
+    proc.wait()
+    out.print(render(timeline.build(submission_id)))
+    if report.status != Status.deployed:
+        raise typer.Exit(1)
+
+
+def _stop(submission_id: str, new: Status) -> None:
+    from paddock.serving import stop_serving
+
+    try:
+        crud.require_submission(submission_id=submission_id)
+        stopped = stop_serving(submission_id)
+        lifecycle.transition(submission_id, new)
+    except PaddockError as exc:
+        _fail(str(exc))
+    out.print(f"{submission_id}: {new}" + (" (server stopped)" if stopped else ""))
+
+
+@app.command()
+def deactivate(submission_id: str) -> None:
+    """Stop sending users to a model and stop its server (it can be redeployed)."""
+    _stop(submission_id, Status.inactive)
+
+
+@app.command()
+def teardown(submission_id: str) -> None:
+    """Stop a model's server for good."""
+    _stop(submission_id, Status.torndown)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,83 @@
+"""Watching a submission move: a live table on a terminal, one line per change otherwise."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from paddock import timeline
+from paddock.timeline import StatusReport
+
+__all__ = ["render", "watch", "TERMINAL"]
+
+TERMINAL = {"deployed", "failed", "inactive", "torndown", "archived"}
+_ICON = {
+    "succeeded": "[green]✔[/]",
+    "skipped": "[cyan]↷[/]",
+    "running": "[yellow]…[/]",
+    "failed": "[red]✘[/]",
+    "rejected": "[red]✘[/]",
+}
+
+
+def render(report: StatusReport) -> Table:
+    table = Table(
+        title=f"{report.name} ({report.id}) — {report.status}",
+        caption=(
+            f"{report.total_seconds:.1f} s of a {report.sla_seconds} s SLA"
+            + (f" · {report.endpoint}" if report.endpoint else "")
+        ),
+    )
+    table.add_column("stage")
+    table.add_column("", justify="center")
+    table.add_column("seconds", justify="right")
+    table.add_column("attempts", justify="right")
+    table.add_column("note", overflow="fold", max_width=70)
+    for s in report.stages:
+        table.add_row(
+            s.name,
+            _ICON.get(s.status, s.status),
+            f"{s.seconds:.1f}" if s.seconds is not None else "",
+            str(s.attempts),
+            (s.detail or "")[:300],
+        )
+    if report.reason:
+        table.add_row("reason", "", "", "", f"[red]{report.reason[:600]}[/]")
+    return table
+
+
+def watch(
+    submission_id: str,
+    *,
+    alive: Callable[[], bool],
+    console: Console | None = None,
+    interval: float = 0.5,
+) -> StatusReport:
+    """Show progress until the submission settles or `alive()` turns false."""
+    console = console or Console(stderr=True)
+    report = timeline.build(submission_id)
+    if console.is_terminal:
+        with Live(render(report), console=console, refresh_per_second=4) as live:
+            while report.status not in TERMINAL and alive():
+                time.sleep(interval)
+                report = timeline.build(submission_id)
+                live.update(render(report))
+            report = timeline.build(submission_id)
+            live.update(render(report))
+        return report
+    seen: set[tuple[str, str]] = set()
+    while True:
+        for s in report.stages:
+            if (s.name, s.status) not in seen:
+                seen.add((s.name, s.status))
+                took = f" in {s.seconds:.1f} s" if s.status != "running" else ""
+                console.print(f"[{report.id}] {s.name}: {s.status}{took}", highlight=False)
+        if report.status in TERMINAL or not alive():
+            break
+        time.sleep(interval)
+        report = timeline.build(submission_id)
+    return timeline.build(submission_id)

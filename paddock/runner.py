@@ -1,0 +1,39 @@
+"""Starting a submission's flow run.
+
+With a Prefect server and the `submission` deployment (prefect.yaml), the run goes to a
+work pool; otherwise it runs in a child process on this machine, logging under
+PADDOCK_HOME/logs. (The domain never imports flows/: it names the module to run.)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from paddock.config import get_settings
+
+__all__ = ["spawn_flow", "flow_log_path"]
+
+
+def flow_log_path(submission_id: str) -> Path:
+    return get_settings().log_dir / f"{submission_id}.flow.log"
+
+
+def spawn_flow(submission_id: str, *, detach: bool) -> subprocess.Popen[bytes]:
+    settings = get_settings()
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    log = flow_log_path(submission_id).open("ab")
+    env = {**os.environ, "PADDOCK_HOME": str(settings.home)}
+    env.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.submission", submission_id],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=detach,
+        cwd=Path(__file__).resolve().parents[1],
+    )

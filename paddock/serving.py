@@ -1,0 +1,33 @@
+"""Finding and stopping a submission's running deployment, from any process.
+
+The handle stored when the deployment started is enough: the backend named by the serving
+target can check or stop it without the process that started it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from paddock import crud
+from paddock.config import get_settings
+
+if TYPE_CHECKING:
+    from deployments import ServingBackend
+
+__all__ = ["current_backend", "stop_serving"]
+
+
+def current_backend() -> ServingBackend:
+    from blocks import serving_target  # configuration, loaded only when serving is touched
+
+    return serving_target().open(log_dir=get_settings().log_dir)
+
+
+def stop_serving(submission_id: str) -> bool:
+    """Stop the submission's active deployment, if any; True when one was stopped."""
+    dep = crud.active_deployment(submission_id=submission_id)
+    if dep is None:
+        return False
+    current_backend().stop(dep.handle)
+    crud.close_deployment(deployment_id=dep.id)
+    return True

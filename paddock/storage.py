@@ -1,0 +1,283 @@
+"""The model store: where serialized bundles live (a local directory or an S3 bucket).
+
+A *bundle* is a directory-shaped set of files (model.tensors beside config, tokenizer and
+chat template) stored under a content-addressed key, `models/<digest>/`, where the digest
+covers every file's name and sha256. Identical models therefore share one copy, and a
+re-run that finds the bundle in place has nothing to upload.
+
+The bundle's manifest (`paddock-bundle.json`) is written last and is the commit marker: a
+bundle without one is incomplete and is never served. S3 multipart uploads are themselves
+atomic (the object appears only on completion), and a failed upload deletes what it wrote,
+so no half-written object is left under a final key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from paddock.errors import PaddockError, TransientError
+
+__all__ = [
+    "MANIFEST",
+    "StoredFile",
+    "Store",
+    "LocalStore",
+    "S3Store",
+    "bundle_manifest",
+    "sha256_file",
+    "open_store",
+]
+
+MANIFEST = "paddock-bundle.json"
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    name: str
+    uri: str
+    size: int
+    sha256: str
+
+
+def sha256_file(path: Path, *, chunk: int = 8 * 1024 * 1024) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def bundle_manifest(local_dir: Path) -> dict[str, Any]:
+    """Describe a local bundle: per-file size and sha256, and the digest naming the bundle."""
+    files = {
+        p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(local_dir.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
+    if "model.tensors" not in files:
+        raise PaddockError(f"{local_dir} is not a bundle: model.tensors is missing")
+    listing = "\n".join(f"{name} {meta['sha256']}" for name, meta in files.items())
+    return {"digest": hashlib.sha256(listing.encode()).hexdigest(), "files": files}
+
+
+class Store(Protocol):
+    def bundle_uri(self, digest: str) -> str: ...
+
+    def get_manifest(self, digest: str) -> dict[str, Any] | None:
+        """The committed manifest of a bundle, or None if it is absent or incomplete."""
+
+    def put_bundle(
+        self, local_dir: Path, manifest: dict[str, Any], progress: Progress | None = None
+    ) -> list[StoredFile]: ...
+
+    def delete_bundle(self, digest: str) -> None: ...
+
+    def fetch(self, digest: str, names: list[str], dest: Path) -> Path:
+        """Copy some files of a bundle (config, tokenizer) into a local directory."""
+
+
+def _stored(store: Store, manifest: dict[str, Any]) -> list[StoredFile]:
+    base = store.bundle_uri(manifest["digest"])
+    return [
+        StoredFile(name=name, uri=base + name, size=meta["size"], sha256=meta["sha256"])
+        for name, meta in manifest["files"].items()
+    ]
+
+
+class LocalStore:
+    """A directory; bundles appear by an atomic rename of a fully written temporary copy."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.expanduser().resolve()
+
+    def _dir(self, digest: str) -> Path:
+        return self.root / "models" / digest
+
+    def bundle_uri(self, digest: str) -> str:
+        return str(self._dir(digest)) + "/"
+
+    def get_manifest(self, digest: str) -> dict[str, Any] | None:
+        path = self._dir(digest) / MANIFEST
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def put_bundle(
+        self, local_dir: Path, manifest: dict[str, Any], progress: Progress | None = None
+    ) -> list[StoredFile]:
+        final = self._dir(manifest["digest"])
+        if self.get_manifest(manifest["digest"]) is None:
+            tmp = self.root / "models" / f".incoming-{uuid.uuid4().hex}"
+            tmp.mkdir(parents=True)
+            try:
+                total = sum(m["size"] for m in manifest["files"].values())
+                done = 0
+                for name, meta in manifest["files"].items():
+                    shutil.copyfile(local_dir / name, tmp / name)
+                    if sha256_file(tmp / name) != meta["sha256"]:
+                        raise TransientError(f"checksum mismatch copying {name} into the store")
+                    done += meta["size"]
+                    if progress:
+                        progress(done, total)
+                (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+                shutil.rmtree(final, ignore_errors=True)  # an incomplete earlier attempt
+                os.replace(tmp, final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return _stored(self, manifest)
+
+    def delete_bundle(self, digest: str) -> None:
+        shutil.rmtree(self._dir(digest), ignore_errors=True)
+
+    def fetch(self, digest: str, names: list[str], dest: Path) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copyfile(self._dir(digest) / name, dest / name)
+        return dest
+
+
+class S3Store:
+    """An S3 bucket/prefix (AWS or any S3-compatible endpoint) through boto3."""
+
+    PART_SIZE = 16 * 1024 * 1024
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        region: str = "us-east-1",
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            region_name=region,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+        )
+
+    def _key(self, digest: str, name: str = "") -> str:
+        return "/".join(p for p in (self.prefix, "models", digest, name) if p)
+
+    def bundle_uri(self, digest: str) -> str:
+        return f"s3://{self.bucket}/{self._key(digest)}/"
+
+    def get_manifest(self, digest: str) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(digest, MANIFEST))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise TransientError(f"cannot read the model store: {exc}") from exc
+        return json.loads(body["Body"].read())
+
+    def put_bundle(
+        self, local_dir: Path, manifest: dict[str, Any], progress: Progress | None = None
+    ) -> list[StoredFile]:
+        from boto3.s3.transfer import TransferConfig
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        digest = manifest["digest"]
+        if self.get_manifest(digest) is not None:
+            return _stored(self, manifest)
+        config = TransferConfig(
+            multipart_threshold=self.PART_SIZE, multipart_chunksize=self.PART_SIZE
+        )
+        total = sum(m["size"] for m in manifest["files"].values())
+        done = 0
+
+        def _advance(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress:
+                progress(done, total)
+
+        written: list[str] = []
+        try:
+            for name, meta in manifest["files"].items():
+                key = self._key(digest, name)
+                written.append(key)
+                self.client.upload_file(
+                    str(local_dir / name),
+                    self.bucket,
+                    key,
+                    ExtraArgs={
+                        "ChecksumAlgorithm": "SHA256",  # the server verifies every part
+                        "Metadata": {"sha256": meta["sha256"]},
+                    },
+                    Config=config,
+                    Callback=_advance,
+                )
+                self._verify(key, meta)
+            written.append(self._key(digest, MANIFEST))
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(digest, MANIFEST),
+                Body=json.dumps(manifest, indent=1).encode(),
+                ContentType="application/json",
+            )
+        except (BotoCoreError, ClientError, TransientError) as exc:
+            self._delete_keys(written)
+            raise TransientError(f"upload to s3://{self.bucket} failed: {exc}") from exc
+        except BaseException:
+            self._delete_keys(written)
+            raise
+        return _stored(self, manifest)
+
+    def _verify(self, key: str, meta: dict[str, Any]) -> None:
+        head = self.client.head_object(Bucket=self.bucket, Key=key)
+        if head["ContentLength"] != meta["size"] or head["Metadata"].get("sha256") != meta["sha256"]:
+            raise TransientError(f"s3://{self.bucket}/{key} does not match what was sent")
+
+    def _delete_keys(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            if chunk:
+                self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk]}
+                )
+
+    def delete_bundle(self, digest: str) -> None:
+        prefix = self._key(digest) + "/"
+        paginator = self.client.get_paginator("list_objects_v2")
+        keys = [
+            obj["Key"]
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        ]
+        self._delete_keys(keys)
+
+    def fetch(self, digest: str, names: list[str], dest: Path) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            self.client.download_file(self.bucket, self._key(digest, name), str(dest / name))
+        return dest
+
+
+def open_store(url: str, **s3_options: Any) -> Store:
+    """`s3://bucket/prefix` opens an S3Store; anything else is a local directory."""
+    if url.startswith("s3://"):
+        bucket, _, prefix = url[len("s3://") :].partition("/")
+        if not bucket:
+            raise PaddockError(f"store URL {url!r} names no bucket")
+        return S3Store(bucket, prefix, **s3_options)
+    return LocalStore(Path(url))

@@ -1,0 +1,119 @@
+"""A submission's story so far: per-stage timings, attempts and the SLA, for people and JSON.
+
+The CLI's `status --json` prints exactly `StatusReport.as_dict()`; the API will return the
+same shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from paddock import crud
+from paddock.models import StageRun, StageStatus, utcnow
+
+__all__ = ["StageSummary", "StatusReport", "build", "SLA_SECONDS"]
+
+SLA_SECONDS = 300
+
+
+@dataclass
+class StageSummary:
+    name: str
+    status: str
+    seconds: float | None
+    attempts: int
+    detail: str | None = None
+
+
+@dataclass
+class StatusReport:
+    id: str
+    name: str
+    source: str
+    revision: str | None
+    status: str
+    reason: str | None
+    failed_stage: str | None
+    endpoint: str | None
+    stages: list[StageSummary] = field(default_factory=list)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    stress: dict[str, Any] | None = None
+    total_seconds: float = 0.0
+    sla_seconds: int = SLA_SECONDS
+
+    @property
+    def within_sla(self) -> bool:
+        return self.total_seconds <= self.sla_seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["within_sla"] = self.within_sla
+        return out
+
+
+def _summarize(name: str, runs: list[StageRun]) -> StageSummary:
+    attempts = [r for r in runs if r.status is not StageStatus.skipped]
+    last = runs[-1]
+    seconds = sum((r.seconds or 0.0) for r in attempts) if attempts else 0.0
+    if last.status is StageStatus.running:
+        seconds += (utcnow() - last.started_at.replace(tzinfo=utcnow().tzinfo)).total_seconds()
+    error = last.detail.get("error") if last.detail else None
+    return StageSummary(
+        name=name,
+        status=str(last.status),
+        seconds=round(seconds, 3),
+        attempts=len(attempts),
+        detail=error,
+    )
+
+
+def _headline(stress: Any) -> dict[str, Any] | None:
+    if stress is None:
+        return None
+    keys = (
+        "median_ttft_ms",
+        "median_tpot_ms",
+        "p99_e2el_ms",
+        "output_throughput",
+        "median_words_per_minute",
+        "error_rate",
+    )
+    return {
+        "passed": stress.passed,
+        "failures": stress.failures,
+        **{k: stress.metrics.get(k) for k in keys if k in stress.metrics},
+    }
+
+
+def build(submission_id: str) -> StatusReport:
+    sub = crud.require_submission(submission_id=submission_id)
+    runs = crud.stage_runs(submission_id=submission_id)
+    by_stage: dict[str, list[StageRun]] = {}
+    for run in runs:
+        by_stage.setdefault(run.stage, []).append(run)
+    stages = [_summarize(name, stage_runs) for name, stage_runs in by_stage.items()]
+    if runs:
+        first = min(r.started_at for r in runs)
+        ends = [r.ended_at for r in runs if r.ended_at]
+        last = max(ends) if ends else first
+        total = (last - first).total_seconds()
+    else:
+        total = 0.0
+    return StatusReport(
+        id=sub.id,
+        name=sub.display_name,
+        source=sub.source,
+        revision=sub.resolved_revision,
+        status=str(sub.status),
+        reason=sub.reason,
+        failed_stage=sub.failed_stage,
+        endpoint=sub.endpoint,
+        stages=stages,
+        artifacts=[
+            {"uri": a.uri, "size": a.size, "sha256": a.sha256}
+            for a in crud.list_artifacts(submission_id=submission_id)
+        ],
+        stress=_headline(crud.latest_stress_run(submission_id=submission_id)),
+        total_seconds=round(total, 3),
+    )

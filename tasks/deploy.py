@@ -1,0 +1,96 @@
+"""Stage 5: start serving the stored bundle on the configured backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect.transactions import Transaction
+
+from blocks import model_store, serving_target
+from deployments import BackendError, ServeSpec
+from paddock import crud
+from paddock.bundle import SIDE_FILES
+from paddock.config import get_settings
+from paddock.errors import TransientError
+from paddock.serving import current_backend, stop_serving
+from tasks.stage import stage
+
+__all__ = ["deploy", "build_spec"]
+
+
+def _serving(submission_id: str, output: dict[str, Any]) -> bool:
+    dep = crud.active_deployment(submission_id=submission_id)
+    if dep is None or dep.endpoint != output.get("endpoint"):
+        return False
+    return current_backend().status(dep.handle) == "ready"
+
+
+def build_spec(submission_id: str, stored: dict[str, Any]) -> ServeSpec:
+    sub = crud.require_submission(submission_id=submission_id)
+    store_block = model_store()
+    target = serving_target()
+    config_files = tuple(f for f in stored["files"] if f in SIDE_FILES)
+    local_config_dir: Path | None = None
+    if store_block.is_s3 and target.backend == "local":
+        # vLLM reads config and tokenizer from a local --model directory; only the
+        # tensors stream from S3.
+        local_config_dir = store_block.open().fetch(
+            stored["digest"],
+            list(config_files),
+            get_settings().work_dir / submission_id / "serve-config",
+        )
+    return ServeSpec(
+        submission_id=submission_id,
+        served_name=sub.display_name,
+        bundle_uri=stored["uri"],
+        config_files=config_files,
+        local_config_dir=local_config_dir,
+        s3_endpoint=store_block.endpoint_url if store_block.is_s3 else None,
+        dtype=target.dtype,
+        max_model_len=target.max_model_len,
+        env=_s3_env(store_block) if store_block.is_s3 and target.backend == "local" else {},
+    )
+
+
+def _s3_env(store_block: Any) -> dict[str, str]:
+    if not store_block.access_key_id or not store_block.secret_access_key:
+        return {}
+    return {
+        "S3_ACCESS_KEY_ID": store_block.access_key_id,
+        "S3_SECRET_ACCESS_KEY": store_block.secret_access_key.get_secret_value(),
+        **({"S3_ENDPOINT_URL": store_block.endpoint_url} if store_block.endpoint_url else {}),
+    }
+
+
+@stage("deploy", retries=1, still_valid=_serving)
+def deploy(submission_id: str, stored: dict[str, Any]) -> dict[str, Any]:
+    stop_serving(submission_id)  # a previous attempt's leftovers
+    target = serving_target()
+    backend = current_backend()
+    spec = build_spec(submission_id, stored)
+    handle = backend.start(spec)
+    dep = crud.record_deployment(
+        submission_id=submission_id, backend=target.backend, endpoint=None, handle=handle
+    )
+    try:
+        endpoint = backend.wait_ready(handle, timeout=target.ready_timeout_s)
+    except BackendError as exc:
+        backend.stop(handle)
+        crud.close_deployment(deployment_id=dep.id)
+        raise TransientError(f"the model server did not become ready: {exc}") from exc
+    except BaseException:
+        backend.stop(handle)
+        crud.close_deployment(deployment_id=dep.id)
+        raise
+    crud.close_deployment(deployment_id=dep.id)
+    crud.record_deployment(
+        submission_id=submission_id, backend=target.backend, endpoint=endpoint, handle=handle
+    )
+    return {"endpoint": endpoint, "backend": target.backend, "model": spec.served_name}
+
+
+@deploy.on_rollback
+def _undeploy(txn: Transaction) -> None:
+    """A later stage failed: stop serving what this run deployed."""
+    stop_serving(txn.get("submission_id"))

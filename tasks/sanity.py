@@ -1,0 +1,34 @@
+"""Stage 2: refuse broken or hostile models; record the greedy reference for parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from paddock import crud
+from paddock.checks import runtime_checks, static_checks
+from paddock.config import get_settings
+from tasks.stage import stage
+
+__all__ = ["sanity"]
+
+
+def _has_reference(submission_id: str, output: dict[str, Any]) -> bool:
+    sub = crud.get_submission(submission_id=submission_id)
+    return sub is not None and bool(sub.reference)
+
+
+@stage("sanity", retries=0, still_valid=_has_reference)
+def sanity(submission_id: str, snapshot: dict[str, Any]) -> dict[str, Any]:
+    settings = get_settings()
+    model_dir = Path(snapshot["path"])
+    facts = static_checks(
+        model_dir,
+        snapshot["files"],
+        allow_custom_code=settings.allow_custom_code,
+        allow_pickle=settings.allow_pickle,
+        max_parameters=settings.max_parameters,
+    )
+    reference = runtime_checks(model_dir)
+    crud.set_reference(submission_id=submission_id, reference=reference)
+    return facts
