@@ -134,9 +134,10 @@ def _stop(submission_id: str, new: Status) -> None:
     from paddock.serving import stop_serving
 
     try:
-        crud.require_submission(submission_id=submission_id)
+        sub = crud.require_submission(submission_id=submission_id)
         stopped = stop_serving(submission_id)
-        lifecycle.transition(submission_id, new)
+        if sub.status != new:
+            lifecycle.transition(submission_id, new)
     except PaddockError as exc:
         _fail(str(exc))
     out.print(f"{submission_id}: {new}" + (" (server stopped)" if stopped else ""))

@@ -24,10 +24,16 @@ def current_backend() -> ServingBackend:
 
 
 def stop_serving(submission_id: str) -> bool:
-    """Stop the submission's active deployment, if any; True when one was stopped."""
+    """Stop the submission's active deployment, if any; True when one was stopped.
+
+    The handle names everything to stop, so this needs neither the serving-target block
+    nor a Prefect API: `paddock teardown` works from any shell.
+    """
+    from deployments import get_backend
+
     dep = crud.active_deployment(submission_id=submission_id)
     if dep is None:
         return False
-    current_backend().stop(dep.handle)
+    get_backend(dep.backend).stop(dep.handle)
     crud.close_deployment(deployment_id=dep.id)
     return True

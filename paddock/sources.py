@@ -87,12 +87,17 @@ def fetch_hub(
     api = HfApi(endpoint=endpoint, token=token)
     where = endpoint or "huggingface.co"
     try:
-        info = api.model_info(repo_id, revision=revision, files_metadata=True)
+        # An explicit "main" rather than None: mirrors resolve the bare form upstream.
+        info = api.model_info(repo_id, revision=revision or "main", files_metadata=True)
     except RevisionNotFoundError as exc:
         raise Rejected(f"revision {revision!r} does not exist in {repo_id} on {where}") from exc
     except GatedRepoError as exc:
         raise Rejected(f"{repo_id} is gated: accept its terms and submit with a token") from exc
     except RepositoryNotFoundError as exc:
+        # Some hubs (olah mirrors among them) answer an unknown revision as an unknown
+        # repository: ask once more without the revision to tell the developer which.
+        if revision is not None and _exists(api, repo_id):
+            raise Rejected(f"revision {revision!r} does not exist in {repo_id} on {where}") from exc
         raise Rejected(
             f"repository {repo_id} was not found on {where} (or it is private and no token "
             "was given)"
@@ -129,6 +134,14 @@ def fetch_hub(
     except (HfHubHTTPError, OSError) as exc:
         raise TransientError(f"download of {repo_id}@{sha[:12]} failed: {exc}") from exc
     return Snapshot(path=dest, revision=sha, files=files)
+
+
+def _exists(api: object, repo_id: str) -> bool:
+    try:
+        api.list_repo_refs(repo_id)  # type: ignore[attr-defined]
+    except Exception:
+        return False
+    return True
 
 
 def fetch_s3(
