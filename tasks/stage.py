@@ -7,18 +7,24 @@
   * writes a timeline row per attempt (start, end, outcome, detail),
   * retries transient faults with exponential backoff and jitter, and never retries a
     `Rejected` submission.
+
+Retries happen inside the task rather than through Prefect's `retries=`: Prefect 3.8 rolls
+the enclosing transaction back at a task's *first* failed attempt, even when a retry then
+succeeds, which would stop a deployment that a retried warm-up still needs. Each attempt
+is still its own timeline row and log line.
 """
 
 from __future__ import annotations
 
 import functools
+import random
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any, ParamSpec
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
 from paddock import crud, lifecycle
 from paddock.config import get_settings
@@ -41,16 +47,6 @@ STAGES: dict[str, Status] = {
     "warmup": Status.warming,
     "stress": Status.stress_testing,
 }
-
-
-def _retry_unless_rejected(task: Any, task_run: Any, state: Any) -> bool:
-    try:
-        state.result()
-    except Rejected:
-        return False
-    except Exception:
-        return True
-    return True
 
 
 def _describe(exc: BaseException) -> str:
@@ -87,34 +83,47 @@ def stage(
                 lifecycle.transition(submission_id, status)
             except IllegalTransition as exc:
                 raise Rejected(f"{name} cannot start: {exc}") from exc
-            run_row = crud.start_stage(submission_id=submission_id, stage=name)
-            try:
-                output = fn(submission_id, *args, **kwargs)
-            except Rejected as exc:
-                crud.finish_stage(
-                    run_id=run_row.id, status=StageStatus.rejected, detail={"error": str(exc)}
-                )
-                raise
-            except BaseException as exc:
-                crud.finish_stage(
-                    run_id=run_row.id, status=StageStatus.failed, detail={"error": _describe(exc)}
-                )
-                raise
-            crud.finish_stage(
-                run_id=run_row.id, status=StageStatus.succeeded, detail={"output": output}
-            )
-            return output
+            for attempt in range(retries + 1):
+                try:
+                    return _attempt(fn, name, submission_id, *args, **kwargs)
+                except Rejected:
+                    raise
+                except Exception as exc:
+                    if attempt == retries:
+                        raise
+                    delay = base_delay * 2**attempt * (1 + random.uniform(-0.5, 0.5))
+                    get_run_logger().warning(
+                        "%s attempt %d failed (%s); retrying in %.1f s",
+                        name, attempt + 1, _describe(exc), delay,
+                    )
+                    time.sleep(delay)
+            raise AssertionError("unreachable")
 
         return task(
             run,
             name=name,
-            retries=retries,
-            retry_delay_seconds=exponential_backoff(backoff_factor=base_delay),
-            retry_jitter_factor=0.5,
-            retry_condition_fn=_retry_unless_rejected,
             timeout_seconds=timeout_seconds,
             persist_result=False,
             cache_policy=NO_CACHE,
         )
 
     return decorate
+
+
+def _attempt(fn: StageFn, name: str, submission_id: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """One recorded attempt: a timeline row that ends succeeded, failed or rejected."""
+    run_row = crud.start_stage(submission_id=submission_id, stage=name)
+    try:
+        output = fn(submission_id, *args, **kwargs)
+    except Rejected as exc:
+        crud.finish_stage(
+            run_id=run_row.id, status=StageStatus.rejected, detail={"error": str(exc)}
+        )
+        raise
+    except BaseException as exc:
+        crud.finish_stage(
+            run_id=run_row.id, status=StageStatus.failed, detail={"error": _describe(exc)}
+        )
+        raise
+    crud.finish_stage(run_id=run_row.id, status=StageStatus.succeeded, detail={"output": output})
+    return output
