@@ -13,6 +13,7 @@ so no half-written object is left under a final key.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -227,7 +228,7 @@ class S3Store:
                     Config=config,
                     Callback=_advance,
                 )
-                self._verify(key, meta)
+                self._verify(key, local_dir / name, meta)
             written.append(self._key(digest, MANIFEST))
             self.client.put_object(
                 Bucket=self.bucket,
@@ -243,9 +244,14 @@ class S3Store:
             raise
         return _stored(self, manifest)
 
-    def _verify(self, key: str, meta: dict[str, Any]) -> None:
-        head = self.client.head_object(Bucket=self.bucket, Key=key)
-        if head["ContentLength"] != meta["size"] or head["Metadata"].get("sha256") != meta["sha256"]:
+    def _verify(self, key: str, path: Path, meta: dict[str, Any]) -> None:
+        """Compare the server's own SHA-256 (whole or per part) with the bytes we hold."""
+        whole, expected = _s3_checksum(path, self.PART_SIZE)
+        if whole != meta["sha256"]:
+            raise TransientError(f"{path.name} changed while it was being uploaded")
+        head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        served = (head.get("ChecksumSHA256") or "").split("-")[0]  # "<b64>-<parts>" on AWS
+        if head["ContentLength"] != meta["size"] or (served and served != expected):
             raise TransientError(f"s3://{self.bucket}/{key} does not match what was sent")
 
     def _delete_keys(self, keys: list[str]) -> None:
@@ -271,6 +277,25 @@ class S3Store:
         for name in names:
             self.client.download_file(self.bucket, self._key(digest, name), str(dest / name))
         return dest
+
+
+def _s3_checksum(path: Path, part_size: int) -> tuple[str, str]:
+    """The file's sha256 (hex) and the SHA-256 checksum S3 reports for it (base64).
+
+    Objects uploaded in parts carry a checksum of the parts' checksums; boto3 splits at
+    `part_size` from the multipart threshold on, so the same split reproduces it here.
+    """
+    whole = hashlib.sha256()
+    parts: list[bytes] = []
+    with path.open("rb") as fh:
+        while block := fh.read(part_size):
+            whole.update(block)
+            parts.append(hashlib.sha256(block).digest())
+    if path.stat().st_size < part_size:
+        expected = whole.digest()
+    else:
+        expected = hashlib.sha256(b"".join(parts)).digest()
+    return whole.hexdigest(), base64.b64encode(expected).decode()
 
 
 def open_store(url: str, **s3_options: Any) -> Store:

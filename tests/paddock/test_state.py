@@ -1,0 +1,126 @@
+"""State: tables, the lifecycle and its race safety, on SQLite and on a real Postgres."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from paddock import crud, lifecycle
+from paddock.config import reset_settings
+from paddock.errors import IllegalTransition, NotFound
+from paddock.models import Status
+from paddock.testkit import postgres
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    if not postgres.available():
+        pytest.skip("no Postgres binaries (apt-get install postgresql; .ci/run does this)")
+    with postgres.PostgresServer() as server:
+        yield server.url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[str]:
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'state.db'}"
+    monkeypatch.setenv("PADDOCK_DATABASE_URL", url)
+    reset_settings()
+    yield url
+    monkeypatch.delenv("PADDOCK_DATABASE_URL")
+    reset_settings()
+
+
+def _new() -> str:
+    return crud.create_submission(
+        developer="dev", source="org/model", display_name="model",
+        generation_params={"temperature": 0.7},
+    ).id
+
+
+def test_submission_round_trip(database: str) -> None:
+    sid = _new()
+    sub = crud.require_submission(submission_id=sid)
+    assert sub.status == Status.submitted
+    assert sub.generation_params == {"temperature": 0.7}
+    crud.set_resolved_revision(submission_id=sid, revision="abc123")
+    crud.add_artifacts(submission_id=sid, artifacts=[("s3://b/k", 10, "f" * 64)])
+    run = crud.start_stage(submission_id=sid, stage="download")
+    crud.finish_stage(run_id=run.id, status="succeeded", detail={"output": {"x": 1}})
+    assert crud.require_submission(submission_id=sid).resolved_revision == "abc123"
+    assert [a.uri for a in crud.list_artifacts(submission_id=sid)] == ["s3://b/k"]
+    assert crud.last_success(submission_id=sid, stage="download").detail["output"] == {"x": 1}
+    assert crud.get_submission(submission_id="nope") is None
+    with pytest.raises(NotFound):
+        crud.require_submission(submission_id="nope")
+
+
+def test_the_pipeline_walks_forward_and_refuses_jumps(database: str) -> None:
+    sid = _new()
+    for status in lifecycle.PIPELINE[1:]:
+        lifecycle.transition(sid, status)
+    assert crud.require_submission(submission_id=sid).status == Status.deployed
+    with pytest.raises(IllegalTransition):
+        lifecycle.transition(sid, Status.downloading)
+    lifecycle.transition(sid, Status.inactive)
+    lifecycle.transition(sid, Status.torndown)
+    lifecycle.transition(sid, Status.archived)
+    with pytest.raises(IllegalTransition):
+        lifecycle.transition(sid, Status.deploying)
+
+
+def test_failed_records_stage_and_reason_and_a_rerun_clears_them(database: str) -> None:
+    sid = _new()
+    lifecycle.transition(sid, Status.downloading)
+    lifecycle.transition(sid, Status.failed, reason="hub down", failed_stage="download")
+    sub = crud.require_submission(submission_id=sid)
+    assert (sub.status, sub.reason, sub.failed_stage) == (Status.failed, "hub down", "download")
+    lifecycle.transition(sid, Status.checking)  # a re-run resumes further down
+    sub = crud.require_submission(submission_id=sid)
+    assert sub.reason is None and sub.failed_stage is None
+
+
+def test_unknown_submission(database: str) -> None:
+    with pytest.raises(NotFound):
+        lifecycle.transition("missing", Status.downloading)
+
+
+def test_racing_processes_cannot_both_win(database: str) -> None:
+    """Many threads race to move one deployed submission; exactly one succeeds."""
+    sid = _new()
+    for status in lifecycle.PIPELINE[1:]:
+        lifecycle.transition(sid, status)
+    barrier = threading.Barrier(8)
+    wins: list[Status] = []
+    losses: list[Exception] = []
+
+    def racer(target: Status) -> None:
+        barrier.wait()
+        try:
+            lifecycle.transition(sid, target)
+            wins.append(target)
+        except IllegalTransition as exc:
+            losses.append(exc)
+
+    targets = [Status.inactive, Status.torndown] * 4
+    threads = [threading.Thread(target=racer, args=(t,)) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    # deployed→inactive and deployed→torndown are both legal, and inactive→torndown too,
+    # so at most two can win, and never the same step twice.
+    final = crud.require_submission(submission_id=sid).status
+    assert len(wins) + len(losses) == 8
+    assert len(wins) == len(set(wins)) and 1 <= len(wins) <= 2
+    assert final in (Status.inactive, Status.torndown)
+    if len(wins) == 2:
+        assert wins == [Status.inactive, Status.torndown]
