@@ -32,7 +32,7 @@ class ServingTarget(Block):
     kserve: bool = False
     s3_secret_name: str = "paddock-model-store"
     # stress stage
-    stress_profile: str = "smoke"
+    stress_profile: str = "cpu"
     slo_profile: Literal["cpu", "gpu"] = "cpu"
     slo_overrides: dict[str, Any] = Field(default_factory=dict)
 

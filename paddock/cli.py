@@ -18,7 +18,7 @@ from paddock import crud, lifecycle, timeline
 from paddock.errors import PaddockError
 from paddock.models import Status
 from paddock.params import parse_params, validate_params
-from paddock.progress import render, watch
+from paddock.progress import artifacts_table, render, stress_table, watch
 from paddock.runner import flow_log_path, spawn_flow
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -96,10 +96,10 @@ def status(
         _print_json(report.as_dict())
         return
     out.print(render(report))
-    for a in report.artifacts:
-        out.print(f"  {a['uri']}  {a['size']:,} B  sha256 {a['sha256'][:16]}…", highlight=False)
+    if report.artifacts:
+        out.print(artifacts_table(report.artifacts))
     if report.stress:
-        out.print(f"  stress: {report.stress}", highlight=False)
+        out.print(stress_table(report.stress))
 
 
 @app.command(name="list")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -12,7 +13,7 @@ from rich.table import Table
 from paddock import timeline
 from paddock.timeline import StatusReport
 
-__all__ = ["render", "watch", "TERMINAL"]
+__all__ = ["render", "artifacts_table", "stress_table", "watch", "TERMINAL"]
 
 TERMINAL = {"deployed", "failed", "inactive", "torndown", "archived"}
 _ICON = {
@@ -47,6 +48,26 @@ def render(report: StatusReport) -> Table:
         )
     if report.reason:
         table.add_row("reason", "", "", "", f"[red]{report.reason[:600]}[/]")
+    return table
+
+
+def artifacts_table(artifacts: list[dict[str, Any]]) -> Table:
+    base = artifacts[0]["uri"].rsplit("/", 1)[0] + "/"
+    table = Table("file", "bytes", "sha256", title="stored artifacts", caption=base)
+    for a in artifacts:
+        table.add_row(a["uri"].rsplit("/", 1)[-1], f"{a['size']:,}", a["sha256"][:16] + "…")
+    return table
+
+
+def stress_table(stress: dict[str, Any]) -> Table:
+    verdict = "[green]passed[/]" if stress.get("passed") else "[red]failed[/]"
+    table = Table("figure", "value", title=f"stress test: {verdict}")
+    for key, value in stress.items():
+        if key in ("passed", "failures"):
+            continue
+        table.add_row(key, f"{value:,.1f}" if isinstance(value, float) else str(value))
+    for failure in stress.get("failures") or []:
+        table.add_row("[red]missed[/]", failure)
     return table
 
 

@@ -1,0 +1,136 @@
+"""Load profiles: the shape of the load a stress test puts on an endpoint.
+
+A profile is validated completely when it is built, so a typo or a zero never reaches the
+load generator: an invalid profile fails before the first request is sent (and a rejected
+profile never looks like a slow model). The kinds follow vLLM's ``bench serve`` load shapes
+and GuideLLM's profiles:
+
+- ``synchronous``: one request at a time (the single-stream latency a user sees).
+- ``concurrent``: ``concurrency`` requests in flight, each sent as soon as a slot frees.
+- ``rate``: arrivals at ``request_rate`` per second, Poisson (``burstiness`` 1) or gamma
+  distributed gaps (burstiness < 1 is burstier, > 1 more regular), optionally capped at
+  ``concurrency`` in flight — vLLM's ``--request-rate``/``--burstiness``/``--max-concurrency``.
+- ``sweep``: one ``concurrent`` run per entry of ``sweep_concurrencies`` (latency vs load).
+
+``num_requests`` and ``max_duration_s`` bound every measured run (each step of a sweep);
+whichever is reached first ends it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from paddock.errors import PaddockError
+
+__all__ = ["Kind", "LoadProfile", "ProfileError", "PRESETS", "load_profile"]
+
+Kind = Literal["synchronous", "concurrent", "rate", "sweep"]
+
+
+class ProfileError(PaddockError, ValueError):
+    """The load profile is invalid; raised before any request is sent."""
+
+
+class LoadProfile(BaseModel):
+    """One validated load shape; see the module docstring for the kinds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Kind = "concurrent"
+    # In-flight requests for `concurrent`; optional cap for `rate`; ignored by the others.
+    concurrency: int | None = Field(default=None, gt=0)
+    request_rate: float | None = Field(default=None, gt=0, description="requests per second")
+    burstiness: float = Field(default=1.0, gt=0, description="gamma shape; 1 = Poisson")
+    sweep_concurrencies: list[int] = Field(default_factory=list)
+    num_requests: int = Field(default=32, gt=0, description="per measured run")
+    max_duration_s: float = Field(default=60.0, gt=0, description="per measured run")
+    warmup_requests: int = Field(default=2, ge=0)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    max_tokens: int = Field(default=64, gt=0)
+    temperature: float = Field(default=0.0, ge=0)
+    # Generate exactly max_tokens (vLLM's ignore_eos), so runs compare with `vllm bench serve`.
+    ignore_eos: bool = False
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> LoadProfile:
+        if self.kind == "concurrent" and self.concurrency is None:
+            raise ValueError("kind 'concurrent' needs concurrency (a positive integer)")
+        if self.kind == "rate" and self.request_rate is None:
+            raise ValueError("kind 'rate' needs request_rate (requests per second, > 0)")
+        if self.kind == "sweep":
+            if not self.sweep_concurrencies:
+                raise ValueError("kind 'sweep' needs sweep_concurrencies, e.g. [1, 2, 4]")
+            bad = [c for c in self.sweep_concurrencies if c <= 0]
+            if bad:
+                raise ValueError(f"sweep_concurrencies must all be > 0; got {bad}")
+        return self
+
+    def steps(self) -> list[int | None]:
+        """The concurrency of each measured run (None: unbounded, a pure rate run)."""
+        if self.kind == "synchronous":
+            return [1]
+        if self.kind == "sweep":
+            return list(self.sweep_concurrencies)
+        return [self.concurrency]
+
+    @property
+    def bound_s(self) -> float:
+        """Upper bound on a whole run's wall time: the test request (one request timeout),
+        the warm-up and each measured run (``max_duration_s`` each)."""
+        warmup = self.max_duration_s if self.warmup_requests else 0.0
+        return self.request_timeout_s + warmup + self.max_duration_s * len(self.steps())
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Seconds, for tests against the fake server and a tiny model on CPU.
+    "smoke": dict(
+        kind="concurrent", concurrency=2, num_requests=8, max_duration_s=20,
+        warmup_requests=1, request_timeout_s=10, max_tokens=16,
+    ),
+    # Sized for the submission's five-minute budget on 2 CPU cores (SmolLM2-135M: ~2.7 s per
+    # 32-token request alone, ~4 s at 4 in flight), so both steps finish far inside their bound.
+    "cpu": dict(
+        kind="sweep", sweep_concurrencies=[1, 4], num_requests=8, max_duration_s=60,
+        warmup_requests=2, request_timeout_s=30, max_tokens=32,
+    ),
+    "gpu": dict(
+        kind="sweep", sweep_concurrencies=[1, 4, 16], num_requests=64, max_duration_s=60,
+        warmup_requests=4, request_timeout_s=20, max_tokens=128,
+    ),
+}
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "profile"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg} (got {err.get('input')!r})" if err["loc"] else msg)
+    return "; ".join(parts)
+
+
+def load_profile(spec: str | dict[str, Any] | LoadProfile) -> LoadProfile:
+    """Resolve a preset name, a dict (optionally ``{"preset": name, ...overrides}``) or a
+    profile into a validated `LoadProfile`; raise `ProfileError` saying what is wrong."""
+    if isinstance(spec, LoadProfile):
+        return spec
+    if isinstance(spec, str):
+        if spec not in PRESETS:
+            raise ProfileError(f"unknown load profile {spec!r}; presets: {sorted(PRESETS)}")
+        values: dict[str, Any] = dict(PRESETS[spec])
+    elif isinstance(spec, dict):
+        values = dict(spec)
+        preset = values.pop("preset", None)
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ProfileError(f"unknown preset {preset!r}; presets: {sorted(PRESETS)}")
+            values = {**PRESETS[preset], **values}
+    else:
+        raise ProfileError(f"a load profile is a preset name or a dict, not {type(spec).__name__}")
+    try:
+        return LoadProfile(**values)
+    except ValidationError as exc:
+        raise ProfileError(f"invalid load profile: {_explain(exc)}") from exc

@@ -1,0 +1,61 @@
+"""The Prefect flow end to end: figures stored, artifacts made, the gate enforced."""
+
+from __future__ import annotations
+
+import pytest
+
+from paddock import crud
+from paddock.errors import Rejected
+from tests.stress.fakeserver import FakeServer
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def test_flow_passes_and_stores_a_stress_run(server: FakeServer) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.stress import stress
+
+    sub = crud.create_submission(developer="dev", source="hub:x/y", display_name="y")
+    result = stress(server.url, "fake", profile={"preset": "smoke", "kind": "sweep",
+                                                 "sweep_concurrencies": [1, 2]},
+                    slo_profile="cpu", submission_id=sub.id)
+    assert result["passed"] and result["completed"] == 8
+    assert [s["concurrency"] for s in result["steps"]] == [1, 2]
+    run = crud.latest_stress_run(submission_id=sub.id)
+    assert run is not None and run.passed and run.failures == []
+    assert run.metrics["median_ttft_ms"] == result["median_ttft_ms"]
+    assert run.profile["kind"] == "sweep" and run.endpoint == server.url
+
+    async def artifacts() -> list[str]:
+        async with get_client() as client:
+            return [a.key for a in await client.read_artifacts()]
+
+    import asyncio
+
+    keys = asyncio.run(artifacts())
+    assert f"stress-{sub.id}" in keys and f"stress-{sub.id}-report" in keys
+
+
+def test_flow_rejects_a_model_that_misses_its_slo() -> None:
+    from flows.stress import stress
+
+    sub = crud.create_submission(developer="dev", source="hub:x/slow", display_name="slow")
+    with FakeServer(first_token_delay_s=0.05, healthy_first=1) as srv:
+        missed = r"missed its cpu SLO under load: median TTFT \d+ ms > 10 ms"
+        with pytest.raises(Rejected, match=missed):
+            stress(srv.url, "fake", profile="smoke", slo_overrides={"ttft_p50_ms": 10},
+                   submission_id=sub.id)
+    run = crud.latest_stress_run(submission_id=sub.id)  # stored before the gate raised
+    assert run is not None and not run.passed
+    assert run.failures and run.failures[0].startswith("median TTFT")
+    assert run.metrics["slo"]["ttft_p50_ms"] == 10
+
+
+def test_flow_invalid_profile_sends_nothing(server: FakeServer) -> None:
+    from flows.stress import stress
+    from paddock.stress.profiles import ProfileError
+
+    with pytest.raises(ProfileError, match="concurrency"):
+        stress(server.url, "fake", profile={"kind": "concurrent", "concurrency": 0})
+    assert server.requests_seen == 0
