@@ -55,15 +55,21 @@ def bench_generator(seconds: float, concurrency: int, tokens: int) -> None:
     port = free_port()
     srv = subprocess.Popen(
         [sys.executable, "-m", "tests.stress.fakeserver", str(port), str(tokens)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         preexec_fn=lambda: os.sched_setaffinity(0, {srv_core}),
     )
     try:
         wait_for_port(port, timeout=20)
         os.sched_setaffinity(0, {gen_core})
         profile = LoadProfile(
-            kind="concurrent", concurrency=concurrency, num_requests=10_000_000,
-            max_duration_s=seconds, warmup_requests=concurrency, request_timeout_s=10,
+            kind="concurrent",
+            concurrency=concurrency,
+            num_requests=10_000_000,
+            max_duration_s=seconds,
+            warmup_requests=concurrency,
+            request_timeout_s=10,
             max_tokens=tokens,
         )
         cpu0 = time.process_time()
@@ -81,25 +87,56 @@ def bench_generator(seconds: float, concurrency: int, tokens: int) -> None:
         f"completed {m.completed}, failed {m.failed}, timed out {m.timed_out} "
         f"(the last are requests cut at the bound); generator CPU {cpu / run.duration_s:.0%}"
     )
-    console.print(f"[bold]sustained: {m.request_throughput:.0f} requests/s[/bold] "
-                  f"({m.output_throughput:.0f} streamed tokens/s)")
+    console.print(
+        f"[bold]sustained: {m.request_throughput:.0f} requests/s[/bold] "
+        f"({m.output_throughput:.0f} streamed tokens/s)"
+    )
 
 
 def run_vllm_bench(args: argparse.Namespace, conc: int, num: int, out: Path) -> dict:
     cmd = [
-        str(args.serving_python), "-c", VLLM_WRAPPER,
-        "--backend", "openai-chat", "--base-url", args.endpoint.rstrip("/").removesuffix("/v1"),
-        "--endpoint", "/v1/chat/completions", "--model", args.model,
-        "--tokenizer", args.tokenizer, "--dataset-name", "random",
-        "--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len),
-        "--ignore-eos", "--max-concurrency", str(conc), "--num-prompts", str(num),
-        "--num-warmups", str(args.warmups), "--seed", "0",
-        "--save-result", "--result-dir", str(out.parent), "--result-filename", out.name,
-        "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
+        str(args.serving_python),
+        "-c",
+        VLLM_WRAPPER,
+        "--backend",
+        "openai-chat",
+        "--base-url",
+        args.endpoint.rstrip("/").removesuffix("/v1"),
+        "--endpoint",
+        "/v1/chat/completions",
+        "--model",
+        args.model,
+        "--tokenizer",
+        args.tokenizer,
+        "--dataset-name",
+        "random",
+        "--random-input-len",
+        str(args.input_len),
+        "--random-output-len",
+        str(args.output_len),
+        "--ignore-eos",
+        "--max-concurrency",
+        str(conc),
+        "--num-prompts",
+        str(num),
+        "--num-warmups",
+        str(args.warmups),
+        "--seed",
+        "0",
+        "--save-result",
+        "--result-dir",
+        str(out.parent),
+        "--result-filename",
+        out.name,
+        "--percentile-metrics",
+        "ttft,tpot,itl,e2el",
+        "--metric-percentiles",
+        "50,90,99",
     ]
     quiet = subprocess.DEVNULL if args.quiet else None
-    subprocess.run(cmd, check=True, stdout=quiet, stderr=quiet,
-                   env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    subprocess.run(
+        cmd, check=True, stdout=quiet, stderr=quiet, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    )
     return json.loads(out.read_text())
 
 
@@ -114,10 +151,22 @@ def bench_vs_vllm(args: argparse.Namespace) -> None:
     from paddock.stress.prompts import random_token_prompts
 
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
-    table = Table(title=f"paddock stress vs vllm bench serve — {args.model}, "
-                  f"in {args.input_len} / out {args.output_len} tokens")
-    for col in ("conc", "tool", "requests", "in tok/req", "out tok/req", "TTFT p50 ms",
-                "TPOT p50 ms", "ITL p50 ms", "E2EL p50 ms", "req/s"):
+    table = Table(
+        title=f"paddock stress vs vllm bench serve — {args.model}, "
+        f"in {args.input_len} / out {args.output_len} tokens"
+    )
+    for col in (
+        "conc",
+        "tool",
+        "requests",
+        "in tok/req",
+        "out tok/req",
+        "TTFT p50 ms",
+        "TPOT p50 ms",
+        "ITL p50 ms",
+        "E2EL p50 ms",
+        "req/s",
+    ):
         table.add_column(col, justify="right")
     ratios = Table(title="medians over repeats: paddock / vllm")
     for col in ("conc", "TTFT p50", "TPOT p50"):
@@ -127,15 +176,20 @@ def bench_vs_vllm(args: argparse.Namespace) -> None:
         num = args.num_prompts or max(conc * 8, 16)
         prompts = random_token_prompts(tok, num=num, input_len=args.input_len, seed=conc)
         profile = LoadProfile(
-            kind="concurrent", concurrency=conc, num_requests=num, max_duration_s=3600,
-            warmup_requests=args.warmups, request_timeout_s=600, max_tokens=args.output_len,
+            kind="concurrent",
+            concurrency=conc,
+            num_requests=num,
+            max_duration_s=3600,
+            warmup_requests=args.warmups,
+            request_timeout_s=600,
+            max_tokens=args.output_len,
             ignore_eos=True,
         )
         mine: list[tuple[float, float]] = []
         ref: list[tuple[float, float]] = []
         for rep in range(args.repeat):
             # Alternate which tool goes first: on a shared box, drift hits both alike.
-            for tool in (("paddock", "vllm") if rep % 2 == 0 else ("vllm", "paddock")):
+            for tool in ("paddock", "vllm") if rep % 2 == 0 else ("vllm", "paddock"):
                 if tool == "paddock":
                     [run] = run_load_sync(args.endpoint, args.model, profile, prompts)
                     m = calculate_metrics(run.results, run.duration_s, concurrency=conc)
@@ -148,14 +202,23 @@ def bench_vs_vllm(args: argparse.Namespace) -> None:
                     ref.append((d["median_ttft_ms"], d["median_tpot_ms"]))
                 ok = max(n_ok, 1)
                 table.add_row(
-                    str(conc), tool, f"{n_ok}/{total}", f"{d['total_input_tokens'] / ok:.0f}",
-                    f"{d['total_output_tokens'] / ok:.0f}", f"{d['median_ttft_ms']:.1f}",
-                    f"{d['median_tpot_ms']:.2f}", f"{d['median_itl_ms']:.2f}",
-                    f"{d['median_e2el_ms']:.0f}", f"{d['request_throughput']:.2f}",
+                    str(conc),
+                    tool,
+                    f"{n_ok}/{total}",
+                    f"{d['total_input_tokens'] / ok:.0f}",
+                    f"{d['total_output_tokens'] / ok:.0f}",
+                    f"{d['median_ttft_ms']:.1f}",
+                    f"{d['median_tpot_ms']:.2f}",
+                    f"{d['median_itl_ms']:.2f}",
+                    f"{d['median_e2el_ms']:.0f}",
+                    f"{d['request_throughput']:.2f}",
                 )
         (my_ttft, my_tpot), (ref_ttft, ref_tpot) = _median_pair(mine), _median_pair(ref)
-        ratios.add_row(str(conc), f"{my_ttft:.1f} / {ref_ttft:.1f} = {my_ttft / ref_ttft:.3f}",
-                       f"{my_tpot:.2f} / {ref_tpot:.2f} = {my_tpot / ref_tpot:.3f}")
+        ratios.add_row(
+            str(conc),
+            f"{my_ttft:.1f} / {ref_ttft:.1f} = {my_ttft / ref_ttft:.3f}",
+            f"{my_tpot:.2f} / {ref_tpot:.2f} = {my_tpot / ref_tpot:.3f}",
+        )
     console.print(table)
     console.print(ratios)
 

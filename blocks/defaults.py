@@ -47,7 +47,9 @@ def model_source(name: str = SOURCE) -> ModelSource:
             token=SecretStr(s.hub_token) if s.hub_token else None,
             s3_endpoint_url=s.s3_endpoint_url,
             s3_access_key_id=s.s3_access_key_id,
-            s3_secret_access_key=SecretStr(s.s3_secret_access_key) if s.s3_secret_access_key else None,
+            s3_secret_access_key=SecretStr(s.s3_secret_access_key)
+            if s.s3_secret_access_key
+            else None,
         ),
     )
 

@@ -82,19 +82,20 @@ DEFAULT_SECRET_KEYS = {
 
 # Waiting reasons from which a pod does not recover by itself: fail fast instead of
 # sitting out the whole timeout.
-FATAL_WAITING_REASONS = frozenset({
-    "CrashLoopBackOff",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CreateContainerConfigError",  # e.g. the Secret or one of its keys is missing
-    "CreateContainerError",
-    "RunContainerError",
-})
+FATAL_WAITING_REASONS = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",  # e.g. the Secret or one of its keys is missing
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
 
 # Environment names that look like credentials are never rendered as plain values (the
 # local backend gets S3 keys through ServeSpec.env; on Kubernetes they come from the Secret).
-_SECRET_ENV = re.compile(r"ACCESS_KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL|PRIVATE|^AWS_SESSION",
-                         re.I)
+_SECRET_ENV = re.compile(r"ACCESS_KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL|PRIVATE|^AWS_SESSION", re.I)
 
 # Runs in the init container (python3 + boto3): argv = bucket, prefix, dest, *files.
 # With no file list, copies every object under the prefix except the tensors.
@@ -168,8 +169,11 @@ def s3_secret_manifest(
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/managed-by": "paddock"}},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "paddock"},
+        },
         "type": "Opaque",
         "data": {
             keys["access_key_id"]: b64(access_key_id),
@@ -180,15 +184,31 @@ def s3_secret_manifest(
 
 
 # Keys of a KServe PredictorSpec that are not PodSpec fields (ComponentExtensionSpec etc.).
-_PREDICTOR_EXTENSION_KEYS = frozenset({
-    "minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "scaleMetricType",
-    "containerConcurrency", "timeout", "canaryTrafficPercent", "logger", "batcher",
-    "labels", "annotations", "deploymentStrategy", "autoScaling", "workerSpec", "model",
-})
+_PREDICTOR_EXTENSION_KEYS = frozenset(
+    {
+        "minReplicas",
+        "maxReplicas",
+        "scaleTarget",
+        "scaleMetric",
+        "scaleMetricType",
+        "containerConcurrency",
+        "timeout",
+        "canaryTrafficPercent",
+        "logger",
+        "batcher",
+        "labels",
+        "annotations",
+        "deploymentStrategy",
+        "autoScaling",
+        "workerSpec",
+        "model",
+    }
+)
 
 
-def validate_manifests(manifests: Iterable[dict[str, Any]], version: str | None = None,
-                       *, strict: bool = True) -> list[str]:
+def validate_manifests(
+    manifests: Iterable[dict[str, Any]], version: str | None = None, *, strict: bool = True
+) -> list[str]:
     """Validate rendered manifests offline with `kubernetes-validate` (a dev dependency).
 
     Built-in kinds are validated as they are. The KServe InferenceService is a CRD, which
@@ -207,17 +227,23 @@ def validate_manifests(manifests: Iterable[dict[str, Any]], version: str | None 
             pod = {
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": {"name": manifest["metadata"]["name"],
-                             "labels": predictor.get("labels", {})},
+                "metadata": {
+                    "name": manifest["metadata"]["name"],
+                    "labels": predictor.get("labels", {}),
+                },
                 "spec": {k: v for k, v in predictor.items() if k not in _PREDICTOR_EXTENSION_KEYS},
             }
             kubernetes_validate.validate(pod, version, strict=strict)
-            checked.append(f"InferenceService {manifest['metadata']['name']}: shape checked by "
-                           f"hand, predictor pod spec valid as v1 Pod ({version}, strict={strict})")
+            checked.append(
+                f"InferenceService {manifest['metadata']['name']}: shape checked by "
+                f"hand, predictor pod spec valid as v1 Pod ({version}, strict={strict})"
+            )
         else:
             kubernetes_validate.validate(manifest, version, strict=strict)
-            checked.append(f"{manifest['kind']} {manifest['metadata']['name']}: valid "
-                           f"({version}, strict={strict})")
+            checked.append(
+                f"{manifest['kind']} {manifest['metadata']['name']}: valid "
+                f"({version}, strict={strict})"
+            )
     return checked
 
 
@@ -328,26 +354,37 @@ class KubernetesBackend:
         if uri.scheme != "s3" or not uri.netloc:
             raise BackendError(
                 f"the Kubernetes backend needs the bundle in S3 (s3://bucket/prefix/), "
-                f"got {spec.bundle_uri!r}: a pod cannot read this machine's files")
+                f"got {spec.bundle_uri!r}: a pod cannot read this machine's files"
+            )
         bucket, prefix = uri.netloc, uri.path.lstrip("/")
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         s3_endpoint = spec.s3_endpoint or self.default_s3_endpoint
         name = resource_name(spec.submission_id)
 
-        extra_config: dict[str, Any] = {"tensorizer_uri": spec.tensorizer_uri,
-                                        "s3_endpoint": s3_endpoint}
+        extra_config: dict[str, Any] = {
+            "tensorizer_uri": spec.tensorizer_uri,
+            "s3_endpoint": s3_endpoint,
+        }
         if s3_endpoint.startswith("http://"):
             extra_config["stream_kwargs"] = {"force_http": True}
         args = [
-            "--host", "0.0.0.0",
-            "--port", str(PORT),
-            "--model", MODEL_DIR,
-            "--load-format", "tensorizer",
-            "--model-loader-extra-config", json.dumps(extra_config, separators=(",", ":")),
-            "--served-model-name", spec.served_name,
-            "--dtype", spec.dtype,
-            "--max-model-len", str(spec.max_model_len),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(PORT),
+            "--model",
+            MODEL_DIR,
+            "--load-format",
+            "tensorizer",
+            "--model-loader-extra-config",
+            json.dumps(extra_config, separators=(",", ":")),
+            "--served-model-name",
+            spec.served_name,
+            "--dtype",
+            spec.dtype,
+            "--max-model-len",
+            str(spec.max_model_len),
         ]
         if self.gpus > 1:
             args += ["--tensor-parallel-size", str(self.gpus)]
@@ -358,8 +395,11 @@ class KubernetesBackend:
         env = [{"name": "HF_HUB_OFFLINE", "value": "1"}]
         for key, value in sorted(spec.env.items()):
             if _SECRET_ENV.search(key):
-                log.warning("not rendering %s into the pod spec: credentials come from "
-                            "Secret %s", key, self.s3_secret_name)
+                log.warning(
+                    "not rendering %s into the pod spec: credentials come from Secret %s",
+                    key,
+                    self.s3_secret_name,
+                )
                 continue
             env.append({"name": str(key), "value": str(value)})
 
@@ -388,15 +428,24 @@ class KubernetesBackend:
             "namespace": self.namespace,
             "labels": labels,
             "annotations": annotations,
-            "isvc_annotations": {**annotations,
-                                 "serving.kserve.io/deploymentMode": "RawDeployment"},
+            "isvc_annotations": {
+                **annotations,
+                "serving.kserve.io/deploymentMode": "RawDeployment",
+            },
             "selector": {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": name},
             "replicas": self.replicas,
             "gpus": self.gpus,
             "image": self.image,
             "init_image": self.init_image,
-            "init_command": ["python3", "-c", _FETCH_SCRIPT, bucket, prefix, MODEL_DIR,
-                             *spec.config_files],
+            "init_command": [
+                "python3",
+                "-c",
+                _FETCH_SCRIPT,
+                bucket,
+                prefix,
+                MODEL_DIR,
+                *spec.config_files,
+            ],
             "container_name": KSERVE_CONTAINER if self.kserve else VLLM_CONTAINER,
             "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
             "args": args,
@@ -429,8 +478,10 @@ class KubernetesBackend:
         context = self._context(spec)
         if self.kserve:
             return [self._render_one("inferenceservice.yaml.j2", context)]
-        return [self._render_one("deployment.yaml.j2", context),
-                self._render_one("service.yaml.j2", context)]
+        return [
+            self._render_one("deployment.yaml.j2", context),
+            self._render_one("service.yaml.j2", context),
+        ]
 
     # ------------------------------------------------------------------ API plumbing
 
@@ -449,7 +500,8 @@ class KubernetesBackend:
                     except (config.ConfigException, OSError) as exc:
                         raise BackendError(
                             f"no Kubernetes configuration (not in a cluster, no usable "
-                            f"kubeconfig): {exc}") from exc
+                            f"kubeconfig): {exc}"
+                        ) from exc
                 self._api_client = client.ApiClient(configuration)
             return self._api_client
 
@@ -467,8 +519,14 @@ class KubernetesBackend:
         except (ValueError, AttributeError, TypeError):
             return str(getattr(exc, "reason", "") or exc)
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any,
-              expect: tuple[int, ...] = (), **kwargs: Any) -> Any:
+    def _call(
+        self,
+        what: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        expect: tuple[int, ...] = (),
+        **kwargs: Any,
+    ) -> Any:
         """Call the API; retry 5xx/429/connection errors with backoff, then BackendError.
 
         Statuses in `expect` are re-raised as the client's ApiException for the caller.
@@ -488,15 +546,24 @@ class KubernetesBackend:
                     tried = f" after {attempt} attempts" if transient else ""
                     raise BackendError(
                         f"{what}: Kubernetes API answered {status} {exc.reason}{tried}: "
-                        f"{self._api_message(exc)}") from exc
-                log.info("%s: API answered %s, retry %d/%d in %.1fs",
-                         what, status, attempt, self.retries - 1, delay)
+                        f"{self._api_message(exc)}"
+                    ) from exc
+                log.info(
+                    "%s: API answered %s, retry %d/%d in %.1fs",
+                    what,
+                    status,
+                    attempt,
+                    self.retries - 1,
+                    delay,
+                )
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 if attempt == self.retries:
-                    raise BackendError(f"{what}: Kubernetes API unreachable after "
-                                       f"{attempt} attempts: {exc}") from exc
-                log.info("%s: %s, retry %d/%d in %.1fs", what, exc, attempt,
-                         self.retries - 1, delay)
+                    raise BackendError(
+                        f"{what}: Kubernetes API unreachable after {attempt} attempts: {exc}"
+                    ) from exc
+                log.info(
+                    "%s: %s, retry %d/%d in %.1fs", what, exc, attempt, self.retries - 1, delay
+                )
             time.sleep(delay * (0.75 + random.random() / 2))
             delay *= 2
         raise AssertionError("unreachable")
@@ -512,15 +579,27 @@ class KubernetesBackend:
         apps, core, custom = self._apis()
         kind, ns = manifest["kind"], manifest["metadata"]["namespace"]
         if kind == "Deployment":
-            return (apps.create_namespaced_deployment, apps.patch_namespaced_deployment,
-                    apps.read_namespaced_deployment, (ns,))
+            return (
+                apps.create_namespaced_deployment,
+                apps.patch_namespaced_deployment,
+                apps.read_namespaced_deployment,
+                (ns,),
+            )
         if kind == "Service":
-            return (core.create_namespaced_service, core.patch_namespaced_service,
-                    core.read_namespaced_service, (ns,))
+            return (
+                core.create_namespaced_service,
+                core.patch_namespaced_service,
+                core.read_namespaced_service,
+                (ns,),
+            )
         if kind == "InferenceService":
             base = (KSERVE_GROUP, KSERVE_VERSION, ns, KSERVE_PLURAL)
-            return (custom.create_namespaced_custom_object, custom.patch_namespaced_custom_object,
-                    custom.get_namespaced_custom_object, base)
+            return (
+                custom.create_namespaced_custom_object,
+                custom.patch_namespaced_custom_object,
+                custom.get_namespaced_custom_object,
+                base,
+            )
         raise BackendError(f"cannot apply kind {kind}")
 
     def _apply(self, manifest: dict[str, Any], *, gone_wait: float = 30.0) -> None:
@@ -547,20 +626,30 @@ class KubernetesBackend:
                     raise BackendError(
                         f"create {what}: the API has no {KSERVE_GROUP}/{KSERVE_VERSION} "
                         f"{KSERVE_PLURAL} (is KServe installed?) or namespace "
-                        f"{self.namespace!r} is missing: {self._api_message(exc)}") from exc
+                        f"{self.namespace!r} is missing: {self._api_message(exc)}"
+                    ) from exc
             # 409: it exists. Patch it to the rendered state...
             try:
                 if kind == "InferenceService":
-                    current = self._call(f"patch {what}", patch, *base, name, manifest,
-                                         expect=(404,))
+                    current = self._call(
+                        f"patch {what}", patch, *base, name, manifest, expect=(404,)
+                    )
                 else:
-                    current = self._call(f"patch {what}", patch, name, *base, manifest,
-                                         _content_type="application/merge-patch+json",
-                                         expect=(404,))
+                    current = self._call(
+                        f"patch {what}",
+                        patch,
+                        name,
+                        *base,
+                        manifest,
+                        _content_type="application/merge-patch+json",
+                        expect=(404,),
+                    )
             except ApiException:
                 if time.monotonic() > deadline:
-                    raise BackendError(f"{what} keeps vanishing between create (409) and "
-                                       f"patch (404); giving up after {gone_wait:.0f}s") from None
+                    raise BackendError(
+                        f"{what} keeps vanishing between create (409) and "
+                        f"patch (404); giving up after {gone_wait:.0f}s"
+                    ) from None
                 continue  # deleted between our create and patch: create again
             # ...unless it is on its way out (a previous stop): wait for it to go, re-create.
             meta = self._to_dict(current).get("metadata", {})
@@ -568,8 +657,9 @@ class KubernetesBackend:
                 log.info("%s already existed: patched", what)
                 return
             if time.monotonic() > deadline:
-                raise BackendError(f"{what} is still being deleted after {gone_wait:.0f}s; "
-                                   f"cannot re-create it")
+                raise BackendError(
+                    f"{what} is still being deleted after {gone_wait:.0f}s; cannot re-create it"
+                )
             time.sleep(min(1.0, self.retry_delay))
 
     def start(self, spec: ServeSpec) -> dict[str, Any]:
@@ -583,8 +673,7 @@ class KubernetesBackend:
             "kind": manifests[0]["kind"],
             "endpoint": self._endpoint(name),
         }
-        log.info("started %s %s/%s -> %s", handle["kind"], self.namespace, name,
-                 handle["endpoint"])
+        log.info("started %s %s/%s -> %s", handle["kind"], self.namespace, name, handle["endpoint"])
         return handle
 
     def stop(self, handle: dict[str, Any]) -> None:
@@ -595,11 +684,18 @@ class KubernetesBackend:
         ns, name = handle["namespace"], handle["name"]
         body = client.V1DeleteOptions(propagation_policy="Background")
         if handle.get("kind") == "InferenceService":
-            targets = [("InferenceService", custom.delete_namespaced_custom_object,
-                        (KSERVE_GROUP, KSERVE_VERSION, ns, KSERVE_PLURAL, name))]
+            targets = [
+                (
+                    "InferenceService",
+                    custom.delete_namespaced_custom_object,
+                    (KSERVE_GROUP, KSERVE_VERSION, ns, KSERVE_PLURAL, name),
+                )
+            ]
         else:
-            targets = [("Service", core.delete_namespaced_service, (name, ns)),
-                       ("Deployment", apps.delete_namespaced_deployment, (name, ns))]
+            targets = [
+                ("Service", core.delete_namespaced_service, (name, ns)),
+                ("Deployment", apps.delete_namespaced_deployment, (name, ns)),
+            ]
         for kind, delete, args in targets:
             try:
                 self._call(f"delete {kind} {ns}/{name}", delete, *args, body=body, expect=(404,))
@@ -617,12 +713,24 @@ class KubernetesBackend:
         ns, name = handle["namespace"], handle["name"]
         try:
             if handle.get("kind") == "InferenceService":
-                obj = self._call(f"read InferenceService {ns}/{name}",
-                                 custom.get_namespaced_custom_object, KSERVE_GROUP,
-                                 KSERVE_VERSION, ns, KSERVE_PLURAL, name, expect=(404,))
+                obj = self._call(
+                    f"read InferenceService {ns}/{name}",
+                    custom.get_namespaced_custom_object,
+                    KSERVE_GROUP,
+                    KSERVE_VERSION,
+                    ns,
+                    KSERVE_PLURAL,
+                    name,
+                    expect=(404,),
+                )
             else:
-                obj = self._call(f"read Deployment {ns}/{name}",
-                                 apps.read_namespaced_deployment, name, ns, expect=(404,))
+                obj = self._call(
+                    f"read Deployment {ns}/{name}",
+                    apps.read_namespaced_deployment,
+                    name,
+                    ns,
+                    expect=(404,),
+                )
         except ApiException:
             return None
         return self._to_dict(obj)
@@ -634,18 +742,24 @@ class KubernetesBackend:
         _, core, _ = self._apis()
         selector = f"app.kubernetes.io/instance={handle['name']}"
         try:
-            result = self._call(f"list pods of {handle['name']}", core.list_namespaced_pod,
-                                handle["namespace"], label_selector=selector,
-                                expect=(403, 404))
+            result = self._call(
+                f"list pods of {handle['name']}",
+                core.list_namespaced_pod,
+                handle["namespace"],
+                label_selector=selector,
+                expect=(403, 404),
+            )
         except (ApiException, BackendError):
             return []
         pods = [self._to_dict(p) for p in (result.items or [])]
         # Filter again client-side: not every API server (kmock) honours selectors.
-        pods = [p for p in pods
-                if p.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/instance")
-                == handle["name"]]
-        pods.sort(key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "",
-                  reverse=True)
+        pods = [
+            p
+            for p in pods
+            if p.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/instance")
+            == handle["name"]
+        ]
+        pods.sort(key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "", reverse=True)
         return pods
 
     @staticmethod
@@ -658,10 +772,14 @@ class KubernetesBackend:
             status = pod.get("status") or {}
             for cond in status.get("conditions") or []:
                 if cond.get("status") == "False" and cond.get("type") == "PodScheduled":
-                    notes.append(f"pod {pname}: not scheduled: {cond.get('reason', '')}: "
-                                 f"{cond.get('message', '')}".rstrip(": "))
-            groups = (("init container", status.get("initContainerStatuses") or []),
-                      ("container", status.get("containerStatuses") or []))
+                    notes.append(
+                        f"pod {pname}: not scheduled: {cond.get('reason', '')}: "
+                        f"{cond.get('message', '')}".rstrip(": ")
+                    )
+            groups = (
+                ("init container", status.get("initContainerStatuses") or []),
+                ("container", status.get("containerStatuses") or []),
+            )
             for label, statuses in groups:
                 for cs in statuses:
                     state = cs.get("state") or {}
@@ -674,21 +792,27 @@ class KubernetesBackend:
                             continue
                         fatal |= reason in FATAL_WAITING_REASONS
                         message = f": {w['message']}" if w.get("message") else ""
-                        notes.append(f"pod {pname} {label} {cname}: waiting: {reason}{message} "
-                                     f"(restarts {restarts})")
+                        notes.append(
+                            f"pod {pname} {label} {cname}: waiting: {reason}{message} "
+                            f"(restarts {restarts})"
+                        )
                     elif "terminated" in state:
                         t = state["terminated"] or {}
                         if t.get("exitCode") == 0 and label == "init container":
                             continue
-                        notes.append(f"pod {pname} {label} {cname}: terminated "
-                                     f"(exit {t.get('exitCode')}): {t.get('reason', '')}: "
-                                     f"{t.get('message', '')}".rstrip(": "))
+                        notes.append(
+                            f"pod {pname} {label} {cname}: terminated "
+                            f"(exit {t.get('exitCode')}): {t.get('reason', '')}: "
+                            f"{t.get('message', '')}".rstrip(": ")
+                        )
                     elif "running" in state and not cs.get("ready") and label == "container":
                         last = (cs.get("lastState") or {}).get("terminated") or {}
                         if last:
-                            notes.append(f"pod {pname} container {cname}: running, not ready; "
-                                         f"last exit {last.get('exitCode')} "
-                                         f"{last.get('reason', '')} (restarts {restarts})")
+                            notes.append(
+                                f"pod {pname} container {cname}: running, not ready; "
+                                f"last exit {last.get('exitCode')} "
+                                f"{last.get('reason', '')} (restarts {restarts})"
+                            )
         return notes, fatal
 
     @staticmethod
@@ -700,9 +824,12 @@ class KubernetesBackend:
             ready = next((c for c in conditions if c.get("type") == "Ready"), None)
             if ready and ready.get("status") == "True":
                 return "ready", "Ready", False
-            bad = [f"{c.get('type')}={c.get('status')} {c.get('reason', '')}: "
-                   f"{c.get('message', '')}".rstrip(": ")
-                   for c in conditions if c.get("status") != "True"]
+            bad = [
+                f"{c.get('type')}={c.get('status')} {c.get('reason', '')}: "
+                f"{c.get('message', '')}".rstrip(": ")
+                for c in conditions
+                if c.get("status") != "True"
+            ]
             return "starting", "; ".join(bad) or "no Ready condition yet", False
 
         want = (obj.get("spec") or {}).get("replicas", 1)
@@ -726,8 +853,10 @@ class KubernetesBackend:
             if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
                 fatal = True
             if c.get("status") != "True" or c.get("type") == "ReplicaFailure":
-                detail += (f"; {c.get('type')}={c.get('status')} {c.get('reason', '')}: "
-                           f"{c.get('message', '')}").rstrip(": ")
+                detail += (
+                    f"; {c.get('type')}={c.get('status')} {c.get('reason', '')}: "
+                    f"{c.get('message', '')}"
+                ).rstrip(": ")
         if fresh and updated >= want and total <= updated and ready_n >= want and want > 0:
             return "ready", detail, False
         return ("dead" if fatal else "starting"), detail, fatal
@@ -735,8 +864,11 @@ class KubernetesBackend:
     def _assess(self, handle: dict[str, Any]) -> tuple[BackendState, str]:
         obj = self._read(handle)
         if obj is None:
-            return "stopped", f"{handle.get('kind', 'Deployment')} {handle['namespace']}/" \
-                              f"{handle['name']} does not exist"
+            return (
+                "stopped",
+                f"{handle.get('kind', 'Deployment')} {handle['namespace']}/"
+                f"{handle['name']} does not exist",
+            )
         state, detail, fatal = self._judge(handle.get("kind", "Deployment"), obj)
         if state == "ready":
             return state, detail
@@ -756,15 +888,21 @@ class KubernetesBackend:
         apps, _, custom = self._apis()
         ns, name, kind = handle["namespace"], handle["name"], handle.get("kind", "Deployment")
         if kind == "InferenceService":
-            fn, args = custom.list_namespaced_custom_object, (KSERVE_GROUP, KSERVE_VERSION, ns,
-                                                              KSERVE_PLURAL)
+            fn, args = (
+                custom.list_namespaced_custom_object,
+                (KSERVE_GROUP, KSERVE_VERSION, ns, KSERVE_PLURAL),
+            )
         else:
             fn, args = apps.list_namespaced_deployment, (ns,)
         w = watch.Watch()
         try:
-            for event in w.stream(fn, *args, field_selector=f"metadata.name={name}",
-                                  timeout_seconds=max(1, int(seconds + 0.999)),
-                                  _request_timeout=(5, max(0.1, seconds))):
+            for event in w.stream(
+                fn,
+                *args,
+                field_selector=f"metadata.name={name}",
+                timeout_seconds=max(1, int(seconds + 0.999)),
+                _request_timeout=(5, max(0.1, seconds)),
+            ):
                 obj = self._to_dict(event.get("object"))
                 if event.get("type") == "ERROR":
                     return
@@ -781,8 +919,10 @@ class KubernetesBackend:
             if (exc.status or 0) >= 500 or exc.status in (410, 429):
                 time.sleep(min(seconds, self.retry_delay))
                 return
-            raise BackendError(f"watch {kind} {ns}/{name}: Kubernetes API answered "
-                               f"{exc.status} {exc.reason}: {self._api_message(exc)}") from exc
+            raise BackendError(
+                f"watch {kind} {ns}/{name}: Kubernetes API answered "
+                f"{exc.status} {exc.reason}: {self._api_message(exc)}"
+            ) from exc
         finally:
             w.stop()
 
@@ -800,12 +940,12 @@ class KubernetesBackend:
             if state == "stopped":
                 raise BackendError(f"{what} disappeared while waiting for it to become ready")
             if state == "dead":
-                raise BackendError(f"{what} failed to start: {detail}",
-                                   log_tail=self.logs(handle))
+                raise BackendError(f"{what} failed to start: {detail}", log_tail=self.logs(handle))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise BackendError(f"{what} not ready after {timeout:g}s: {detail}",
-                                   log_tail=self.logs(handle))
+                raise BackendError(
+                    f"{what} not ready after {timeout:g}s: {detail}", log_tail=self.logs(handle)
+                )
             self._watch_window(handle, min(remaining, self.poll_interval))
 
     def status(self, handle: dict[str, Any]) -> BackendState:
@@ -820,8 +960,9 @@ class KubernetesBackend:
                 return ""
             pod = pods[0]
             status = pod.get("status") or {}
-            container = KSERVE_CONTAINER if handle.get("kind") == "InferenceService" \
-                else VLLM_CONTAINER
+            container = (
+                KSERVE_CONTAINER if handle.get("kind") == "InferenceService" else VLLM_CONTAINER
+            )
             for cs in status.get("initContainerStatuses") or []:
                 terminated = (cs.get("state") or {}).get("terminated") or {}
                 if cs.get("name") == INIT_CONTAINER and terminated.get("exitCode") != 0:
@@ -829,10 +970,15 @@ class KubernetesBackend:
             _, core, _ = self._apis()
             # Raw bytes: the log is text/plain, which the client's deserializer need not
             # understand (and a log may not be valid UTF-8).
-            response = self._call(f"read log of {pod['metadata']['name']}",
-                                  core.read_namespaced_pod_log, pod["metadata"]["name"],
-                                  handle["namespace"], container=container, tail_lines=lines,
-                                  _preload_content=False)
+            response = self._call(
+                f"read log of {pod['metadata']['name']}",
+                core.read_namespaced_pod_log,
+                pod["metadata"]["name"],
+                handle["namespace"],
+                container=container,
+                tail_lines=lines,
+                _preload_content=False,
+            )
             try:
                 if (getattr(response, "status", 200) or 200) >= 400:
                     return ""

@@ -42,8 +42,9 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(name="measure-load", retries=2, retry_delay_seconds=[5, 15],
-      retry_condition_fn=_retry_transient)
+@task(
+    name="measure-load", retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=_retry_transient
+)
 def measure_load(
     endpoint: str, model: str, profile: dict[str, Any], slo: dict[str, Any]
 ) -> dict[str, Any]:
@@ -80,7 +81,11 @@ def publish_stress_report(
     create_markdown_artifact(
         key=f"{key}-report",
         markdown=to_markdown(
-            steps, endpoint=endpoint, model=model, profile=profile, slo=slo,
+            steps,
+            endpoint=endpoint,
+            model=model,
+            profile=profile,
+            slo=slo,
             failures=result["failures"],
         ),
         description=f"stress test of {model}",
@@ -111,7 +116,23 @@ def stress(
         )
     logger.info(
         "stress passed: TTFT p50 %.0f ms, TPOT p50 %.1f ms, %.1f req/s at concurrency %s",
-        result["median_ttft_ms"], result["median_tpot_ms"], result["request_throughput"],
+        result["median_ttft_ms"],
+        result["median_tpot_ms"],
+        result["request_throughput"],
         result["concurrency"],
     )
     return result
+
+
+if __name__ == "__main__":  # `python -m flows.stress ENDPOINT MODEL [PROFILE] [SUBMISSION]`
+    import sys
+
+    args = sys.argv[1:]
+    if len(args) < 2:
+        raise SystemExit("usage: python -m flows.stress ENDPOINT MODEL [PROFILE] [SUBMISSION_ID]")
+    stress(
+        endpoint=args[0],
+        model=args[1],
+        profile=args[2] if len(args) > 2 else "cpu",
+        submission_id=args[3] if len(args) > 3 else None,
+    )

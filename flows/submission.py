@@ -28,8 +28,6 @@ from tasks.warmup import warmup
 __all__ = ["submission"]
 
 
-
-
 @flow(name="submission", flow_run_name="submission-{submission_id}", log_prints=True)
 def submission(submission_id: str) -> str:
     """Take a submission from its source to a published endpoint; returns the endpoint."""

@@ -64,7 +64,9 @@ def write_bundle(model_dir: Path, dest: Path, *, verify: bool = True) -> dict[st
     serializer.close()
     written = time.perf_counter()
     if verify:  # read back with hash verification: what we upload is what we checked
-        deserializer = TensorDeserializer(str(tmp / "model.tensors"), verify_hash=True, device="cpu")
+        deserializer = TensorDeserializer(
+            str(tmp / "model.tensors"), verify_hash=True, device="cpu"
+        )
         missing = set(state) - set(deserializer.keys())
         deserializer.close()
         if missing:

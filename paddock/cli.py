@@ -61,7 +61,9 @@ def submit(
     proc = spawn_flow(sub.id, detach=not wait)
     if not wait:
         if as_json:
-            _print_json({"id": sub.id, "status": str(sub.status), "log": str(flow_log_path(sub.id))})
+            _print_json(
+                {"id": sub.id, "status": str(sub.status), "log": str(flow_log_path(sub.id))}
+            )
         else:
             out.print(sub.id)
         return
@@ -114,8 +116,14 @@ def list_(
         return
     table = Table("id", "name", "developer", "status", "endpoint", "created")
     for s in subs:
-        table.add_row(s.id, s.display_name, s.developer, str(s.status), s.endpoint or "",
-                      s.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+        table.add_row(
+            s.id,
+            s.display_name,
+            s.developer,
+            str(s.status),
+            s.endpoint or "",
+            s.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
     out.print(table)
 
 
@@ -127,6 +135,39 @@ def run(submission_id: str) -> None:
     proc.wait()
     out.print(render(timeline.build(submission_id)))
     if report.status != Status.deployed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def stress(
+    submission_id: str,
+    profile: Annotated[str, typer.Option(help="preset: smoke, cpu, gpu")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Stress-test a deployed model again (a `stress` flow run with its artifacts)."""
+    from paddock.runner import spawn_module
+
+    sub = crud.get_submission(submission_id=submission_id)
+    if sub is None or sub.status != Status.deployed or not sub.endpoint:
+        _fail(f"{submission_id} is not deployed; only a live model can be stress-tested")
+    before = crud.latest_stress_run(submission_id=submission_id)
+    code = spawn_module(
+        "flows.stress",
+        sub.endpoint,
+        sub.display_name,
+        profile,
+        submission_id,
+        log_name=f"{submission_id}.stress.log",
+    ).wait()
+    run_ = crud.latest_stress_run(submission_id=submission_id)
+    if run_ is None or (before is not None and run_.id == before.id):
+        _fail(f"the stress run did not finish (exit {code}); see {flow_log_path(submission_id)}")
+    headline = timeline.build(submission_id).stress or {}
+    if as_json:
+        _print_json(run_.metrics)
+    else:
+        out.print(stress_table(headline))
+    if not run_.passed:
         raise typer.Exit(1)
 
 

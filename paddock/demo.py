@@ -29,7 +29,10 @@ console = Console()
 
 def _paddock(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "paddock.cli", *args], env=env, cwd=ROOT, text=True,
+        [sys.executable, "-m", "paddock.cli", *args],
+        env=env,
+        cwd=ROOT,
+        text=True,
         stdout=subprocess.PIPE,
     )
 
@@ -58,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-hub", action="store_true", help="pull from huggingface.co")
     parser.add_argument("--home", type=Path, default=ROOT / ".paddock" / "demo")
     parser.add_argument(
-        "--cache", type=Path,
+        "--cache",
+        type=Path,
         default=Path(os.environ.get("PADDOCK_MODEL_CACHE", Path.home() / ".cache/paddock/models")),
     )
     args = parser.parse_args(argv)
@@ -76,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         if endpoint:
             env["HF_ENDPOINT"] = endpoint
         console.rule(f"[bold]2. paddock submit {REPO_ID} --wait")
-        submitted = _paddock("submit", REPO_ID, "--name", "smollm2-demo", "--wait", "--json",
-                             env=env)
+        submitted = _paddock(
+            "submit", REPO_ID, "--name", "smollm2-demo", "--wait", "--json", env=env
+        )
         report = json.loads(submitted.stdout or "{}")
         if submitted.returncode != 0 or report.get("status") != "deployed":
             console.print(f"[red]submission did not deploy:[/] {report.get('reason')}")
@@ -96,11 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         ).json()["choices"][0]["message"]["content"]
         console.print(f"[bold]user:[/] {QUESTION}\n[bold]smollm2-demo:[/] {answer.strip()}")
         console.rule("[bold]4. The timeline")
-        subprocess.run([sys.executable, "-m", "paddock.cli", "status", report["id"]],
-                       env=env, cwd=ROOT)
+        subprocess.run(
+            [sys.executable, "-m", "paddock.cli", "status", report["id"]], env=env, cwd=ROOT
+        )
         if args.keep:
-            console.print(f"still serving at {report['endpoint']} (PADDOCK_HOME={home}); "
-                          f"stop with: PADDOCK_HOME={home} paddock teardown {report['id']}")
+            console.print(
+                f"still serving at {report['endpoint']} (PADDOCK_HOME={home}); "
+                f"stop with: PADDOCK_HOME={home} paddock teardown {report['id']}"
+            )
         else:
             _paddock("teardown", report["id"], env=env)
             console.print("model server stopped")

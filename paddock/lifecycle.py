@@ -76,7 +76,9 @@ def transition(
     if endpoint is not None or new in (Status.inactive, Status.torndown, Status.archived):
         values["endpoint"] = endpoint
     with session_scope() as session:
-        current = session.exec(select(Submission.status).where(Submission.id == submission_id)).first()
+        current = session.exec(
+            select(Submission.status).where(Submission.id == submission_id)
+        ).first()
         if current is None:
             raise NotFound(f"no submission {submission_id!r}")
         current = Status(current)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from paddock.config import get_settings
 
-__all__ = ["spawn_flow", "flow_log_path"]
+__all__ = ["spawn_flow", "spawn_module", "flow_log_path"]
 
 
 def flow_log_path(submission_id: str) -> Path:
@@ -22,14 +22,26 @@ def flow_log_path(submission_id: str) -> Path:
 
 
 def spawn_flow(submission_id: str, *, detach: bool) -> subprocess.Popen[bytes]:
+    return spawn_module(
+        "flows.submission",
+        submission_id,
+        log_name=flow_log_path(submission_id).name,
+        detach=detach,
+    )
+
+
+def spawn_module(
+    module: str, *args: str, log_name: str, detach: bool = False
+) -> subprocess.Popen[bytes]:
+    """Run `python -m module args…` with this paddock home, logging to the log dir."""
     settings = get_settings()
     settings.log_dir.mkdir(parents=True, exist_ok=True)
-    log = flow_log_path(submission_id).open("ab")
+    log = (settings.log_dir / log_name).open("ab")
     env = {**os.environ, "PADDOCK_HOME": str(settings.home)}
     env.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.submission", submission_id],
+        [sys.executable, "-m", module, *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

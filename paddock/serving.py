@@ -14,7 +14,7 @@ from paddock.config import get_settings
 if TYPE_CHECKING:
     from deployments import ServingBackend
 
-__all__ = ["current_backend", "stop_serving"]
+__all__ = ["current_backend", "stop_serving", "dead_server_log"]
 
 
 def current_backend() -> ServingBackend:
@@ -37,3 +37,20 @@ def stop_serving(submission_id: str) -> bool:
     get_backend(dep.backend).stop(dep.handle)
     crud.close_deployment(deployment_id=dep.id)
     return True
+
+
+def dead_server_log(submission_id: str, *, lines: int = 30) -> str | None:
+    """The log tail of the submission's server if it has died, else None.
+
+    When an endpoint stops answering, the reason a person needs is in the server's log
+    (an out-of-memory kill, an engine crash), not in the connection error.
+    """
+    from deployments import get_backend
+
+    dep = crud.active_deployment(submission_id=submission_id)
+    if dep is None:
+        return None
+    backend = get_backend(dep.backend)
+    if backend.status(dep.handle) != "dead":
+        return None
+    return backend.logs(dep.handle, lines=lines)

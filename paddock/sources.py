@@ -183,7 +183,9 @@ def fetch_s3(
         raise Rejected(f"{url} holds no files")
     files = sorted(obj["Key"][len(prefix) :] for obj in objects)
     digest = hashlib.sha256(
-        "\n".join(f"{o['Key']} {o['ETag']}" for o in sorted(objects, key=lambda o: o["Key"])).encode()
+        "\n".join(
+            f"{o['Key']} {o['ETag']}" for o in sorted(objects, key=lambda o: o["Key"])
+        ).encode()
     )
     dest.mkdir(parents=True, exist_ok=True)
     for name in files:
@@ -192,7 +194,9 @@ def fetch_s3(
     return Snapshot(path=dest, revision="s3-" + digest.hexdigest()[:40], files=files)
 
 
-def fetch_local(path: str, dest: Path, *, allowed_roots: list[Path], patterns: list[str]) -> Snapshot:
+def fetch_local(
+    path: str, dest: Path, *, allowed_roots: list[Path], patterns: list[str]
+) -> Snapshot:
     src = Path(path).expanduser().resolve()  # resolves symlinks: no escaping the roots
     if not any(src == root or root in src.parents for root in allowed_roots):
         roots = ", ".join(str(r) for r in allowed_roots)

@@ -8,11 +8,10 @@ from typing import Any
 from prefect.transactions import Transaction
 
 from blocks import model_store, serving_target
-from deployments import BackendError, ServeSpec
+from deployments import ServeSpec
 from paddock import crud
 from paddock.bundle import SIDE_FILES
 from paddock.config import get_settings
-from paddock.errors import TransientError
 from paddock.serving import current_backend, stop_serving
 from tasks.stage import stage
 
@@ -75,10 +74,6 @@ def deploy(submission_id: str, stored: dict[str, Any]) -> dict[str, Any]:
     )
     try:
         endpoint = backend.wait_ready(handle, timeout=target.ready_timeout_s)
-    except BackendError as exc:
-        backend.stop(handle)
-        crud.close_deployment(deployment_id=dep.id)
-        raise TransientError(f"the model server did not become ready: {exc}") from exc
     except BaseException:
         backend.stop(handle)
         crud.close_deployment(deployment_id=dep.id)

@@ -51,9 +51,7 @@ def download(submission_id: str) -> dict[str, Any]:
             patterns=patterns,
         )
     else:
-        snap = fetch_local(
-            sub.source, dest, allowed_roots=settings.source_roots, patterns=patterns
-        )
+        snap = fetch_local(sub.source, dest, allowed_roots=settings.source_roots, patterns=patterns)
     crud.set_resolved_revision(submission_id=submission_id, revision=snap.revision)
     size = sum(p.stat().st_size for p in snap.path.iterdir() if p.is_file())
     return {"path": str(snap.path), "revision": snap.revision, "files": snap.files, "bytes": size}

@@ -94,7 +94,10 @@ def stage(
                     delay = base_delay * 2**attempt * (1 + random.uniform(-0.5, 0.5))
                     get_run_logger().warning(
                         "%s attempt %d failed (%s); retrying in %.1f s",
-                        name, attempt + 1, _describe(exc), delay,
+                        name,
+                        attempt + 1,
+                        _describe(exc),
+                        delay,
                     )
                     time.sleep(delay)
             raise AssertionError("unreachable")
@@ -110,7 +113,9 @@ def stage(
     return decorate
 
 
-def _attempt(fn: StageFn, name: str, submission_id: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def _attempt(
+    fn: StageFn, name: str, submission_id: str, *args: Any, **kwargs: Any
+) -> dict[str, Any]:
     """One recorded attempt: a timeline row that ends succeeded, failed or rejected."""
     run_row = crud.start_stage(submission_id=submission_id, stage=name)
     try:

@@ -58,7 +58,7 @@ def upload(submission_id: str, bundle: dict[str, Any]) -> dict[str, Any]:
 def _remove_upload(txn: Transaction) -> None:
     """A later stage failed: take back the bundle if this run put it there."""
     submission_id = txn.get("submission_id")
-    output = (crud.last_success(submission_id=submission_id, stage="upload") or None)
+    output = crud.last_success(submission_id=submission_id, stage="upload") or None
     if output is None or not output.detail.get("output", {}).get("created"):
         return
     model_store().open().delete_bundle(output.detail["output"]["digest"])

@@ -9,6 +9,7 @@ import httpx
 from paddock import crud
 from paddock.errors import Rejected, TransientError
 from paddock.parity import check_parity
+from paddock.serving import dead_server_log
 from tasks.stage import stage
 
 __all__ = ["warmup"]
@@ -43,6 +44,11 @@ def warmup(submission_id: str, deployed: dict[str, Any]) -> dict[str, Any]:
     try:
         latencies = _warm(endpoint, model)
     except httpx.HTTPError as exc:
+        tail = dead_server_log(submission_id)
+        if tail is not None:
+            raise TransientError(
+                f"the model server died during warm-up ({exc}); its log ends:\n{tail}"
+            ) from exc
         raise TransientError(f"warm-up requests to {endpoint} failed: {exc}") from exc
     reference = crud.require_submission(submission_id=submission_id).reference or {}
     report = check_parity(endpoint, model, reference)

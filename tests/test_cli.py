@@ -18,10 +18,16 @@ from tests.utils.vllm import needs_vllm, pid_alive
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def paddock(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def paddock(
+    *args: str, env: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "paddock.cli", *args],
-        capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=ROOT,
     )
 
 
@@ -58,8 +64,17 @@ def test_status_of_unknown_submission(cli_env: dict[str, str]) -> None:
 @needs_vllm
 def test_submit_wait_deploys_and_teardown_stops(cli_env: dict[str, str], s3: Any) -> None:
     result = paddock(
-        "submit", "paddock-test/tiny", "--revision", "v1", "--name", "tiny-cli",
-        "--param", "temperature=0.7", "--wait", "--json", env=cli_env,
+        "submit",
+        "paddock-test/tiny",
+        "--revision",
+        "v1",
+        "--name",
+        "tiny-cli",
+        "--param",
+        "temperature=0.7",
+        "--wait",
+        "--json",
+        env=cli_env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
@@ -81,11 +96,19 @@ def test_submit_wait_deploys_and_teardown_stops(cli_env: dict[str, str], s3: Any
     endpoint = status["endpoint"]
     reply = httpx.post(
         f"{endpoint}/v1/chat/completions",
-        json={"model": "tiny-cli", "messages": [{"role": "user", "content": "Hello"}],
-              "max_tokens": 8},
+        json={
+            "model": "tiny-cli",
+            "messages": [{"role": "user", "content": "Hello"}],
+            "max_tokens": 8,
+        },
         timeout=60,
     )
     assert reply.status_code == 200
+
+    again = paddock("stress", report["id"], "--profile", "smoke", "--json", env=cli_env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    figures = json.loads(again.stdout)
+    assert figures["passed"] is True and figures["completed"] > 0
 
     pid = _server_pid(cli_env, report["id"])
     down = paddock("teardown", report["id"], env=cli_env)

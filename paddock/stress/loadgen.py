@@ -83,9 +83,7 @@ def build_requests(
     return [client.build_request("POST", url, content=b) for b in bodies]
 
 
-def build_bodies(
-    model: str, prompts: Sequence[Conversation], profile: LoadProfile
-) -> list[bytes]:
+def build_bodies(model: str, prompts: Sequence[Conversation], profile: LoadProfile) -> list[bytes]:
     """One encoded request body per prompt, encoded once (not per request)."""
     bodies = []
     for messages in prompts:
@@ -308,8 +306,11 @@ def _client(profile: LoadProfile, api_key: str | None) -> httpx.AsyncClient:
     caps = [c for c in profile.steps() if c is not None]
     uncapped = profile.kind == "rate" and profile.concurrency is None
     conns = None if uncapped else max(caps + [profile.warmup_requests, 1])
-    headers = {"Content-Type": "application/json", "Accept": "text/event-stream",
-               "Accept-Encoding": "identity"}
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream",
+        "Accept-Encoding": "identity",
+    }
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     return httpx.AsyncClient(
@@ -355,24 +356,37 @@ async def run_load(
         steps = profile.steps()
         if profile.warmup_requests:
             await _run_concurrent(
-                client, requests, num_requests=profile.warmup_requests,
+                client,
+                requests,
+                num_requests=profile.warmup_requests,
                 concurrency=steps[0] or profile.warmup_requests,
-                timeout_s=timeout_s, bound_s=profile.max_duration_s,
+                timeout_s=timeout_s,
+                bound_s=profile.max_duration_s,
             )
         runs: list[StepRun] = []
         for conc in steps:
             if profile.kind == "rate":
                 assert profile.request_rate is not None  # the profile validated it
                 results, dur = await _run_rate(
-                    client, requests, num_requests=profile.num_requests,
-                    rate=profile.request_rate, burstiness=profile.burstiness, cap=conc,
-                    timeout_s=timeout_s, bound_s=profile.max_duration_s, seed=profile.seed,
+                    client,
+                    requests,
+                    num_requests=profile.num_requests,
+                    rate=profile.request_rate,
+                    burstiness=profile.burstiness,
+                    cap=conc,
+                    timeout_s=timeout_s,
+                    bound_s=profile.max_duration_s,
+                    seed=profile.seed,
                 )
             else:
                 assert conc is not None
                 results, dur = await _run_concurrent(
-                    client, requests, num_requests=profile.num_requests,
-                    concurrency=conc, timeout_s=timeout_s, bound_s=profile.max_duration_s,
+                    client,
+                    requests,
+                    num_requests=profile.num_requests,
+                    concurrency=conc,
+                    timeout_s=timeout_s,
+                    bound_s=profile.max_duration_s,
                 )
             run = StepRun(conc, profile.request_rate, results, dur)
             runs.append(run)

@@ -87,18 +87,33 @@ class LoadProfile(BaseModel):
 PRESETS: dict[str, dict[str, Any]] = {
     # Seconds, for tests against the fake server and a tiny model on CPU.
     "smoke": dict(
-        kind="concurrent", concurrency=2, num_requests=8, max_duration_s=20,
-        warmup_requests=1, request_timeout_s=10, max_tokens=16,
+        kind="concurrent",
+        concurrency=2,
+        num_requests=8,
+        max_duration_s=20,
+        warmup_requests=1,
+        request_timeout_s=10,
+        max_tokens=16,
     ),
     # Sized for the submission's five-minute budget on 2 CPU cores (SmolLM2-135M: ~2.7 s per
     # 32-token request alone, ~4 s at 4 in flight), so both steps finish far inside their bound.
     "cpu": dict(
-        kind="sweep", sweep_concurrencies=[1, 4], num_requests=8, max_duration_s=60,
-        warmup_requests=2, request_timeout_s=30, max_tokens=32,
+        kind="sweep",
+        sweep_concurrencies=[1, 4],
+        num_requests=8,
+        max_duration_s=60,
+        warmup_requests=2,
+        request_timeout_s=30,
+        max_tokens=32,
     ),
     "gpu": dict(
-        kind="sweep", sweep_concurrencies=[1, 4, 16], num_requests=64, max_duration_s=60,
-        warmup_requests=4, request_timeout_s=20, max_tokens=128,
+        kind="sweep",
+        sweep_concurrencies=[1, 4, 16],
+        num_requests=64,
+        max_duration_s=60,
+        warmup_requests=4,
+        request_timeout_s=20,
+        max_tokens=128,
     ),
 }
 

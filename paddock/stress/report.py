@@ -52,7 +52,7 @@ def headline(steps: Sequence[StressMetrics], slo: Slo | None = None) -> StressMe
     if not steps:
         return None
     chosen = gated_steps(steps, slo) if slo is not None else list(steps)
-    return max(chosen, key=lambda s: (s.concurrency or 0)) if chosen else steps[-1]
+    return max(chosen, key=lambda s: s.concurrency or 0) if chosen else steps[-1]
 
 
 def to_json(
@@ -124,15 +124,31 @@ def to_markdown(
         lines.append("| " + " | ".join(_fmt(d[k], f) for k, _, f in COLUMNS) + " |")
     head = headline(steps, slo)
     if head is not None:
-        lines += ["", f"## Headline (concurrency {head.concurrency})", "", "| key | value |",
-                  "|---|---:|"]
+        lines += [
+            "",
+            f"## Headline (concurrency {head.concurrency})",
+            "",
+            "| key | value |",
+            "|---|---:|",
+        ]
         for k, v in head.to_dict().items():
             lines.append(f"| `{k}` | {_fmt(v, '{:.3f}' if isinstance(v, float) else '{}')} |")
-    lines += ["", "Definitions as `vllm bench serve` (TTFT, TPOT = (E2EL − TTFT)/(tokens − 1), "
-              "ITL = gaps between chunks, E2EL); words per minute per stream over the time "
-              "after the first token.", ""]
-    lines += ["<details><summary>profile</summary>", "", "```json", _json(profile), "```",
-              "</details>", ""]
+    lines += [
+        "",
+        "Definitions as `vllm bench serve` (TTFT, TPOT = (E2EL − TTFT)/(tokens − 1), "
+        "ITL = gaps between chunks, E2EL); words per minute per stream over the time "
+        "after the first token.",
+        "",
+    ]
+    lines += [
+        "<details><summary>profile</summary>",
+        "",
+        "```json",
+        _json(profile),
+        "```",
+        "</details>",
+        "",
+    ]
     return "\n".join(lines)
 
 

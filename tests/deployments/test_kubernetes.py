@@ -93,8 +93,13 @@ class KmockThread:
 
     def requests(self, method: str, path_regex: str) -> list[Any]:
         pattern = re.compile(path_regex)
-        return self.on_loop(lambda: [r for r in list(self.emulator)
-                                     if r.method == method and pattern.fullmatch(r.url.path)])
+        return self.on_loop(
+            lambda: [
+                r
+                for r in list(self.emulator)
+                if r.method == method and pattern.fullmatch(r.url.path)
+            ]
+        )
 
 
 @pytest.fixture
@@ -119,8 +124,9 @@ def api_client(k8s: KmockThread) -> Iterator[client.ApiClient]:
 
 @pytest.fixture
 def backend(api_client: client.ApiClient) -> KubernetesBackend:
-    return KubernetesBackend(namespace=NS, api_client=api_client, retry_delay=0.01,
-                             poll_interval=0.3, retries=3)
+    return KubernetesBackend(
+        namespace=NS, api_client=api_client, retry_delay=0.01, poll_interval=0.3, retries=3
+    )
 
 
 def make_spec(submission_id: str = "4f1c2d3e-0000-4000-8000-0123456789ab", **kw: Any) -> ServeSpec:
@@ -132,8 +138,11 @@ def make_spec(submission_id: str = "4f1c2d3e-0000-4000-8000-0123456789ab", **kw:
         dtype="float32",
         max_model_len=1024,
         # The local backend's way of passing S3 keys; must never reach a manifest.
-        env={"S3_ACCESS_KEY_ID": SECRET_VALUES[0], "S3_SECRET_ACCESS_KEY": SECRET_VALUES[1],
-             "VLLM_LOGGING_LEVEL": "INFO"},
+        env={
+            "S3_ACCESS_KEY_ID": SECRET_VALUES[0],
+            "S3_SECRET_ACCESS_KEY": SECRET_VALUES[1],
+            "VLLM_LOGGING_LEVEL": "INFO",
+        },
     )
     defaults.update(kw)
     return ServeSpec(submission_id=submission_id, **defaults)
@@ -145,20 +154,35 @@ def mark_ready(api_client: client.ApiClient, name: str, *, delay: float = 0.0) -
     def run() -> None:
         time.sleep(delay)
         client.AppsV1Api(api_client).patch_namespaced_deployment_status(
-            name, NS, {"status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
-                                  "readyReplicas": 1, "availableReplicas": 1}})
+            name,
+            NS,
+            {
+                "status": {
+                    "observedGeneration": 1,
+                    "replicas": 1,
+                    "updatedReplicas": 1,
+                    "readyReplicas": 1,
+                    "availableReplicas": 1,
+                }
+            },
+        )
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
 
 
-def add_pod(api_client: client.ApiClient, name: str, pod_name: str,
-            status: dict[str, Any]) -> None:
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": pod_name, "namespace": NS,
-                        "labels": {"app.kubernetes.io/instance": name}},
-           "spec": {"containers": [{"name": "vllm", "image": DEFAULT_IMAGE}]}}
+def add_pod(api_client: client.ApiClient, name: str, pod_name: str, status: dict[str, Any]) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name,
+            "namespace": NS,
+            "labels": {"app.kubernetes.io/instance": name},
+        },
+        "spec": {"containers": [{"name": "vllm", "image": DEFAULT_IMAGE}]},
+    }
     core = client.CoreV1Api(api_client)
     core.create_namespaced_pod(NS, pod)
     core.patch_namespaced_pod_status(pod_name, NS, {"status": status})
@@ -209,15 +233,22 @@ def test_strict_validation_would_catch_a_bad_field() -> None:
 
 
 def container_of(manifest: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    pod = (manifest["spec"]["template"]["spec"] if manifest["kind"] == "Deployment"
-           else manifest["spec"]["predictor"])
+    pod = (
+        manifest["spec"]["template"]["spec"]
+        if manifest["kind"] == "Deployment"
+        else manifest["spec"]["predictor"]
+    )
     return pod, pod["containers"][0]
 
 
 @pytest.mark.parametrize("kserve", [False, True])
 def test_rendered_pod_runs_vllm_from_s3_with_secret_references(kserve: bool) -> None:
-    backend = KubernetesBackend(namespace=NS, image="registry.example/paddock-serving:1",
-                                kserve=kserve, s3_secret_name="models-s3")
+    backend = KubernetesBackend(
+        namespace=NS,
+        image="registry.example/paddock-serving:1",
+        kserve=kserve,
+        s3_secret_name="models-s3",
+    )
     manifests = backend.render(make_spec())
     text = yaml.safe_dump_all(manifests) + json.dumps(manifests)
     for value in SECRET_VALUES:
@@ -238,8 +269,11 @@ def test_rendered_pod_runs_vllm_from_s3_with_secret_references(kserve: bool) -> 
         "s3_endpoint": "http://minio.storage:9000",
         "stream_kwargs": {"force_http": True},
     }
-    assert (arg("--served-model-name"), arg("--dtype"), arg("--max-model-len")) == \
-        ("tiny-llama", "float32", "1024")
+    assert (arg("--served-model-name"), arg("--dtype"), arg("--max-model-len")) == (
+        "tiny-llama",
+        "float32",
+        "1024",
+    )
     assert "--enforce-eager" in args  # CPU
     env_names = {e["name"] for e in vllm["env"]}
     assert "VLLM_LOGGING_LEVEL" in env_names
@@ -257,14 +291,23 @@ def test_rendered_pod_runs_vllm_from_s3_with_secret_references(kserve: bool) -> 
     assert volume["secret"]["items"] == [{"key": "s3cfg", "path": ".s3cfg"}]
     # the init container copies the small files into the shared /model emptyDir
     init = pod["initContainers"][0]
-    assert init["command"][-4:] == ["/model", "config.json", "tokenizer.json",
-                                    "tokenizer_config.json"]
+    assert init["command"][-4:] == [
+        "/model",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     assert init["command"][3:5] == ["paddock-models", "bundles/sha256-abc/"]
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in init["env"] if "valueFrom" in e}
-    assert refs == {"AWS_ACCESS_KEY_ID": {"name": "models-s3", "key": "access_key_id"},
-                    "AWS_SECRET_ACCESS_KEY": {"name": "models-s3", "key": "secret_access_key"}}
-    assert all("value" not in e for e in init["env"] if e["name"].startswith("AWS_") and
-               e["name"] != "AWS_DEFAULT_REGION")
+    assert refs == {
+        "AWS_ACCESS_KEY_ID": {"name": "models-s3", "key": "access_key_id"},
+        "AWS_SECRET_ACCESS_KEY": {"name": "models-s3", "key": "secret_access_key"},
+    }
+    assert all(
+        "value" not in e
+        for e in init["env"]
+        if e["name"].startswith("AWS_") and e["name"] != "AWS_DEFAULT_REGION"
+    )
     assert {m["mountPath"] for m in init["volumeMounts"]} == {"/model"}
     assert next(v for v in pod["volumes"] if v["name"] == "model")["emptyDir"]
     assert "nvidia.com/gpu" not in vllm["resources"]["limits"]
@@ -291,8 +334,9 @@ def test_gpu_resources_labels_and_names() -> None:
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector.items() <= labels.items() and service["spec"]["selector"] == selector
     assert service["spec"]["type"] == "ClusterIP"
-    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 8000,
-                                         "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": 8000, "protocol": "TCP"}
+    ]
     assert resource_name("abc") == "paddock-abc"
     long_name = resource_name("x" * 200)
     assert len(long_name) <= 45 and long_name != resource_name("x" * 201)
@@ -319,13 +363,17 @@ def test_get_backend_builds_it() -> None:
 # --------------------------------------------------------------------------- against kmock
 
 
-def test_start_creates_deployment_and_service(backend: KubernetesBackend,
-                                              k8s: KmockThread,
-                                              api_client: client.ApiClient) -> None:
+def test_start_creates_deployment_and_service(
+    backend: KubernetesBackend, k8s: KmockThread, api_client: client.ApiClient
+) -> None:
     handle = backend.start(make_spec())
     name = resource_name(make_spec().submission_id)
-    assert handle == {"namespace": NS, "name": name, "kind": "Deployment",
-                      "endpoint": f"http://{name}.{NS}.svc.cluster.local"}
+    assert handle == {
+        "namespace": NS,
+        "name": name,
+        "kind": "Deployment",
+        "endpoint": f"http://{name}.{NS}.svc.cluster.local",
+    }
     deployment = client.AppsV1Api(api_client).read_namespaced_deployment(name, NS)
     service = client.CoreV1Api(api_client).read_namespaced_service(name, NS)
     vllm = deployment.spec.template.spec.containers[0]
@@ -344,8 +392,9 @@ def test_start_creates_deployment_and_service(backend: KubernetesBackend,
     assert backend.logs(handle) == ""  # no pod yet: best effort, empty
 
 
-def test_wait_ready_follows_the_watch(backend: KubernetesBackend, api_client: client.ApiClient,
-                                      k8s: KmockThread) -> None:
+def test_wait_ready_follows_the_watch(
+    backend: KubernetesBackend, api_client: client.ApiClient, k8s: KmockThread
+) -> None:
     backend.poll_interval = 5.0  # readiness must come from the watch, not from polling
     handle = backend.start(make_spec())
     mark_ready(api_client, handle["name"], delay=0.4)
@@ -356,27 +405,48 @@ def test_wait_ready_follows_the_watch(backend: KubernetesBackend, api_client: cl
     assert backend.status(handle) == "ready"
 
 
-def test_wait_ready_times_out_naming_what_is_not_ready(backend: KubernetesBackend,
-                                                       api_client: client.ApiClient,
-                                                       k8s: KmockThread) -> None:
+def test_wait_ready_times_out_naming_what_is_not_ready(
+    backend: KubernetesBackend, api_client: client.ApiClient, k8s: KmockThread
+) -> None:
     handle = backend.start(make_spec())
     name = handle["name"]
-    add_pod(api_client, name, f"{name}-abc12", {
-        "phase": "Running",
-        "conditions": [{"type": "PodScheduled", "status": "True"}],
-        "initContainerStatuses": [{"name": "fetch-config", "ready": False, "restartCount": 0,
-                                   "image": DEFAULT_IMAGE, "imageID": "",
-                                   "state": {"terminated": {"exitCode": 0,
-                                                            "reason": "Completed"}}}],
-        "containerStatuses": [{"name": "vllm", "ready": False, "restartCount": 1,
-                               "image": DEFAULT_IMAGE, "imageID": "",
-                               "state": {"running": {}},
-                               "lastState": {"terminated": {"exitCode": 137,
-                                                            "reason": "OOMKilled"}}}],
-    })
-    k8s.on_loop(lambda: k8s.emulator["get", re.compile(rf"/api/v1/namespaces/{NS}/pods/[^/]+/log")]
-                << {"Content-Type": "text/plain"}
-                << b"INFO loading tensors\nERROR out of memory\n")
+    add_pod(
+        api_client,
+        name,
+        f"{name}-abc12",
+        {
+            "phase": "Running",
+            "conditions": [{"type": "PodScheduled", "status": "True"}],
+            "initContainerStatuses": [
+                {
+                    "name": "fetch-config",
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": DEFAULT_IMAGE,
+                    "imageID": "",
+                    "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+                }
+            ],
+            "containerStatuses": [
+                {
+                    "name": "vllm",
+                    "ready": False,
+                    "restartCount": 1,
+                    "image": DEFAULT_IMAGE,
+                    "imageID": "",
+                    "state": {"running": {}},
+                    "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+                }
+            ],
+        },
+    )
+    k8s.on_loop(
+        lambda: (
+            k8s.emulator["get", re.compile(rf"/api/v1/namespaces/{NS}/pods/[^/]+/log")]
+            << {"Content-Type": "text/plain"}
+            << b"INFO loading tensors\nERROR out of memory\n"
+        )
+    )
     t0 = time.monotonic()
     with pytest.raises(BackendError) as err:
         backend.wait_ready(handle, timeout=1.0)
@@ -391,27 +461,47 @@ def test_wait_ready_times_out_naming_what_is_not_ready(backend: KubernetesBacken
     assert log_reads and log_reads[-1].params.get("container") == "vllm"
 
 
-def test_wait_ready_fails_fast_on_crash_loop(backend: KubernetesBackend,
-                                             api_client: client.ApiClient) -> None:
+def test_wait_ready_fails_fast_on_crash_loop(
+    backend: KubernetesBackend, api_client: client.ApiClient
+) -> None:
     handle = backend.start(make_spec())
-    add_pod(api_client, handle["name"], f"{handle['name']}-x1", {
-        "phase": "Pending",
-        "initContainerStatuses": [{"name": "fetch-config", "ready": False, "restartCount": 3,
-                                   "image": DEFAULT_IMAGE, "imageID": "",
-                                   "state": {"waiting": {
-                                       "reason": "CrashLoopBackOff",
-                                       "message": "back-off 40s restarting failed container"}}}],
-    })
+    add_pod(
+        api_client,
+        handle["name"],
+        f"{handle['name']}-x1",
+        {
+            "phase": "Pending",
+            "initContainerStatuses": [
+                {
+                    "name": "fetch-config",
+                    "ready": False,
+                    "restartCount": 3,
+                    "image": DEFAULT_IMAGE,
+                    "imageID": "",
+                    "state": {
+                        "waiting": {
+                            "reason": "CrashLoopBackOff",
+                            "message": "back-off 40s restarting failed container",
+                        }
+                    },
+                }
+            ],
+        },
+    )
     t0 = time.monotonic()
-    with pytest.raises(BackendError, match=r"failed to start: .*init container fetch-config: "
-                                           r"waiting: CrashLoopBackOff: back-off 40s"):
+    with pytest.raises(
+        BackendError,
+        match=r"failed to start: .*init container fetch-config: "
+        r"waiting: CrashLoopBackOff: back-off 40s",
+    ):
         backend.wait_ready(handle, timeout=30)
     assert time.monotonic() - t0 < 2
     assert backend.status(handle) == "dead"
 
 
-def test_recreate_after_409_patches(backend: KubernetesBackend, api_client: client.ApiClient,
-                                    k8s: KmockThread) -> None:
+def test_recreate_after_409_patches(
+    backend: KubernetesBackend, api_client: client.ApiClient, k8s: KmockThread
+) -> None:
     first = backend.start(make_spec())
     backend.image = "registry.example/paddock-serving:2"
     second = backend.start(make_spec())
@@ -425,8 +515,9 @@ def test_recreate_after_409_patches(backend: KubernetesBackend, api_client: clie
     assert deployment.spec.template.spec.containers[0].image == "registry.example/paddock-serving:2"
 
 
-def test_recreate_waits_for_an_object_still_being_deleted(backend: KubernetesBackend,
-                                                          api_client: client.ApiClient) -> None:
+def test_recreate_waits_for_an_object_still_being_deleted(
+    backend: KubernetesBackend, api_client: client.ApiClient
+) -> None:
     apps = client.AppsV1Api(api_client)
     old = backend.render(make_spec())[0]
     old["metadata"]["finalizers"] = ["example.com/slow-cleanup"]
@@ -436,9 +527,12 @@ def test_recreate_waits_for_an_object_still_being_deleted(backend: KubernetesBac
 
     def release() -> None:
         time.sleep(0.3)
-        apps.patch_namespaced_deployment(old["metadata"]["name"], NS,
-                                         {"metadata": {"finalizers": []}},
-                                         _content_type="application/merge-patch+json")
+        apps.patch_namespaced_deployment(
+            old["metadata"]["name"],
+            NS,
+            {"metadata": {"finalizers": []}},
+            _content_type="application/merge-patch+json",
+        )
 
     threading.Thread(target=release, daemon=True).start()
     handle = backend.start(make_spec())
@@ -446,13 +540,15 @@ def test_recreate_waits_for_an_object_still_being_deleted(backend: KubernetesBac
     assert fresh.metadata.deletion_timestamp is None and not fresh.metadata.finalizers
 
 
-def test_stop_deletes_both_and_is_idempotent(backend: KubernetesBackend,
-                                             api_client: client.ApiClient,
-                                             k8s: KmockThread) -> None:
+def test_stop_deletes_both_and_is_idempotent(
+    backend: KubernetesBackend, api_client: client.ApiClient, k8s: KmockThread
+) -> None:
     handle = backend.start(make_spec())
     backend.stop(handle)
-    for read in (client.AppsV1Api(api_client).read_namespaced_deployment,
-                 client.CoreV1Api(api_client).read_namespaced_service):
+    for read in (
+        client.AppsV1Api(api_client).read_namespaced_deployment,
+        client.CoreV1Api(api_client).read_namespaced_service,
+    ):
         with pytest.raises(client.ApiException) as err:
             read(handle["name"], NS)
         assert err.value.status == 404
@@ -482,10 +578,18 @@ def test_5xx_is_retried_then_succeeds(backend: KubernetesBackend, k8s: KmockThre
 def test_persistent_5xx_is_reported(backend: KubernetesBackend, k8s: KmockThread) -> None:
     handle = backend.start(make_spec())
     item = rf"/apis/apps/v1/namespaces/{NS}/deployments/{handle['name']}"
-    k8s.on_loop(lambda: k8s.emulator["get", re.compile(item)] << 500
-                << {"kind": "Status", "code": 500, "message": "etcdserver: request timed out"})
-    with pytest.raises(BackendError, match=r"read Deployment .*answered 500 .*after 3 "
-                                           r"attempts: etcdserver: request timed out"):
+    k8s.on_loop(
+        lambda: (
+            k8s.emulator["get", re.compile(item)]
+            << 500
+            << {"kind": "Status", "code": 500, "message": "etcdserver: request timed out"}
+        )
+    )
+    with pytest.raises(
+        BackendError,
+        match=r"read Deployment .*answered 500 .*after 3 "
+        r"attempts: etcdserver: request timed out",
+    ):
         backend.status(handle)
     assert len(k8s.requests("GET", item)) == 3
     with pytest.raises(BackendError, match="answered 500 .*after 3 attempts"):
@@ -499,42 +603,60 @@ def test_unreachable_api_is_reported() -> None:
     configuration = client.Configuration()
     configuration.host = "http://127.0.0.1:9"  # discard port: connection refused
     configuration.retries = 0
-    backend = KubernetesBackend(namespace=NS, api_client=client.ApiClient(configuration),
-                                retry_delay=0.01, retries=2)
+    backend = KubernetesBackend(
+        namespace=NS, api_client=client.ApiClient(configuration), retry_delay=0.01, retries=2
+    )
     with pytest.raises(BackendError, match="unreachable after 2 attempts"):
         backend.start(make_spec())
-    assert backend.logs({"namespace": NS, "name": "x", "kind": "Deployment",
-                         "endpoint": ""}) == ""
+    assert backend.logs({"namespace": NS, "name": "x", "kind": "Deployment", "endpoint": ""}) == ""
 
 
 def test_4xx_is_not_retried(backend: KubernetesBackend, k8s: KmockThread) -> None:
     path = rf"/apis/apps/v1/namespaces/{NS}/deployments"
-    k8s.on_loop(lambda: k8s.emulator["post", re.compile(path)] << 403
-                << {"kind": "Status", "code": 403, "message": "forbidden: no RBAC"})
+    k8s.on_loop(
+        lambda: (
+            k8s.emulator["post", re.compile(path)]
+            << 403
+            << {"kind": "Status", "code": 403, "message": "forbidden: no RBAC"}
+        )
+    )
     with pytest.raises(BackendError, match="answered 403 .*forbidden: no RBAC"):
         backend.start(make_spec())
     assert len(k8s.requests("POST", path)) == 1
 
 
 def test_kserve_variant_lifecycle(api_client: client.ApiClient, k8s: KmockThread) -> None:
-    backend = KubernetesBackend(namespace=NS, api_client=api_client, kserve=True,
-                                retry_delay=0.01, poll_interval=5.0)
+    backend = KubernetesBackend(
+        namespace=NS, api_client=api_client, kserve=True, retry_delay=0.01, poll_interval=5.0
+    )
     handle = backend.start(make_spec())
     name = handle["name"]
     assert handle["kind"] == "InferenceService"
     assert handle["endpoint"] == f"http://{name}-predictor.{NS}.svc.cluster.local"
     custom = client.CustomObjectsApi(api_client)
-    isvc = custom.get_namespaced_custom_object("serving.kserve.io", "v1beta1", NS,
-                                               "inferenceservices", name)
+    isvc = custom.get_namespaced_custom_object(
+        "serving.kserve.io", "v1beta1", NS, "inferenceservices", name
+    )
     assert isvc["spec"]["predictor"]["containers"][0]["name"] == "kserve-container"
     assert backend.start(make_spec()) == handle  # 409 -> merge patch
 
     def ready() -> None:
         time.sleep(0.3)
         custom.patch_namespaced_custom_object_status(
-            "serving.kserve.io", "v1beta1", NS, "inferenceservices", name,
-            {"status": {"conditions": [{"type": "PredictorReady", "status": "True"},
-                                       {"type": "Ready", "status": "True"}]}})
+            "serving.kserve.io",
+            "v1beta1",
+            NS,
+            "inferenceservices",
+            name,
+            {
+                "status": {
+                    "conditions": [
+                        {"type": "PredictorReady", "status": "True"},
+                        {"type": "Ready", "status": "True"},
+                    ]
+                }
+            },
+        )
 
     with pytest.raises(BackendError, match="not ready after .*no Ready condition yet"):
         backend.wait_ready(handle, timeout=0.5)

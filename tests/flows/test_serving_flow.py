@@ -13,7 +13,7 @@ import pytest
 
 from flows.submission import submission
 from paddock import crud, timeline
-from paddock.errors import Rejected
+from paddock.errors import Rejected, TransientError
 from paddock.models import Status
 from paddock.serving import stop_serving
 from tests.utils.blocks import use_hub, use_s3_store, use_serving
@@ -37,12 +37,14 @@ def _objects(s3: Any) -> list[str]:
 
 def test_deploy_failure_rolls_back_then_a_rerun_resumes(s3: Any) -> None:
     sub = crud.create_submission(
-        developer="tester", source="paddock-test/tiny", display_name="tiny-resume",
+        developer="tester",
+        source="paddock-test/tiny",
+        display_name="tiny-resume",
         requested_revision="v1",
     )
     use_serving(serving_python="/nonexistent/python")
     try:
-        with pytest.raises(Exception):
+        with pytest.raises(TransientError):
             submission(sub.id)
     finally:
         use_serving()
@@ -64,8 +66,11 @@ def test_deploy_failure_rolls_back_then_a_rerun_resumes(s3: Any) -> None:
     assert any(k.endswith("model.tensors") for k in _objects(s3))
     reply = httpx.post(
         f"{endpoint}/v1/chat/completions",
-        json={"model": "tiny-resume", "messages": [{"role": "user", "content": "Hi"}],
-              "max_tokens": 5},
+        json={
+            "model": "tiny-resume",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 5,
+        },
         timeout=60,
     )
     assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] != ""
@@ -108,3 +113,56 @@ def test_parity_mismatch_fails_warmup_and_removes_the_deployment(s3: Any) -> Non
     # the rollback must leave it in place.
     assert any(k.endswith("model.tensors") for k in _objects(s3))
     assert crud.require_submission(submission_id=sub.id).status == Status.failed
+
+
+def test_server_dying_during_warmup_reports_its_log_and_teardown_still_works() -> None:
+    import os
+    import signal
+
+    from tasks.deploy import deploy
+    from tasks.download import download
+    from tasks.sanity import sanity
+    from tasks.serialize import serialize
+    from tasks.upload import upload
+    from tasks.warmup import warmup
+
+    sub = crud.create_submission(
+        developer="tester", source="paddock-test/tiny", display_name="tiny-dies"
+    )
+    snapshot = download(sub.id)
+    sanity(sub.id, snapshot)
+    stored = upload(sub.id, serialize(sub.id, snapshot))
+    deployed = deploy(sub.id, stored)
+    handle = crud.active_deployment(submission_id=sub.id).handle
+    os.killpg(handle["pgid"], signal.SIGKILL)
+
+    with pytest.raises(TransientError, match="died during warm-up") as raised:
+        warmup(sub.id, deployed)
+
+    assert "log ends" in str(raised.value) and len(str(raised.value).splitlines()) > 3
+    attempts = [r for r in crud.stage_runs(submission_id=sub.id) if r.stage == "warmup"]
+    assert len(attempts) == 3 and all(r.status == "failed" for r in attempts)
+    assert stop_serving(sub.id) is True  # stopping a dead server succeeds
+    assert not pid_alive(handle["pid"])
+
+
+def test_missed_slo_fails_the_stress_stage_and_rolls_the_deployment_back() -> None:
+    sub = crud.create_submission(
+        developer="tester", source="paddock-test/tiny", display_name="tiny-slow"
+    )
+    use_serving(slo_overrides={"ttft_p50_ms": 0.001})
+    try:
+        with pytest.raises(Rejected, match="SLO"):
+            submission(sub.id)
+    finally:
+        use_serving()
+
+    report = timeline.build(sub.id)
+    assert report.status == "failed" and report.failed_stage == "stress"
+    assert "TTFT" in (report.reason or "")
+    assert report.stress is not None and report.stress["passed"] is False
+    deploys = [r for r in crud.stage_runs(submission_id=sub.id) if r.stage == "deploy"]
+    endpoint = deploys[-1].detail["output"]["endpoint"]
+    assert crud.active_deployment(submission_id=sub.id) is None
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{endpoint}/health", timeout=5)

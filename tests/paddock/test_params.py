@@ -7,7 +7,9 @@ from paddock.params import parse_params, validate_params
 
 
 def test_defaults_and_coercion() -> None:
-    params = validate_params(parse_params(["temperature=0.5", "top_k=20", 'stopping_words=["\\n", "User:"]']))
+    params = validate_params(
+        parse_params(["temperature=0.5", "top_k=20", 'stopping_words=["\\n", "User:"]'])
+    )
     assert params["temperature"] == 0.5 and params["top_k"] == 20
     assert params["stopping_words"] == ["\n", "User:"]
     assert params["top_p"] == 1.0 and params["best_of"] == 1

@@ -40,7 +40,9 @@ def database(
 
 def _new() -> str:
     return crud.create_submission(
-        developer="dev", source="org/model", display_name="model",
+        developer="dev",
+        source="org/model",
+        display_name="model",
         generation_params={"temperature": 0.7},
     ).id
 

@@ -22,8 +22,13 @@ def bundle(tmp_path: Path) -> Path:
 
 
 def _s3(s3: Any, prefix: str) -> S3Store:
-    store = S3Store("models", prefix, endpoint_url=s3.endpoint, access_key_id=s3.access_key,
-                    secret_access_key=s3.secret_key)
+    store = S3Store(
+        "models",
+        prefix,
+        endpoint_url=s3.endpoint,
+        access_key_id=s3.access_key,
+        secret_access_key=s3.secret_key,
+    )
     store.PART_SIZE = 5 * 1024 * 1024  # exercise multipart with several parts
     return store
 

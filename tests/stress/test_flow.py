@@ -17,9 +17,13 @@ def test_flow_passes_and_stores_a_stress_run(server: FakeServer) -> None:
     from flows.stress import stress
 
     sub = crud.create_submission(developer="dev", source="hub:x/y", display_name="y")
-    result = stress(server.url, "fake", profile={"preset": "smoke", "kind": "sweep",
-                                                 "sweep_concurrencies": [1, 2]},
-                    slo_profile="cpu", submission_id=sub.id)
+    result = stress(
+        server.url,
+        "fake",
+        profile={"preset": "smoke", "kind": "sweep", "sweep_concurrencies": [1, 2]},
+        slo_profile="cpu",
+        submission_id=sub.id,
+    )
     assert result["passed"] and result["completed"] == 8
     assert [s["concurrency"] for s in result["steps"]] == [1, 2]
     run = crud.latest_stress_run(submission_id=sub.id)
@@ -44,8 +48,13 @@ def test_flow_rejects_a_model_that_misses_its_slo() -> None:
     with FakeServer(first_token_delay_s=0.05, healthy_first=1) as srv:
         missed = r"missed its cpu SLO under load: median TTFT \d+ ms > 10 ms"
         with pytest.raises(Rejected, match=missed):
-            stress(srv.url, "fake", profile="smoke", slo_overrides={"ttft_p50_ms": 10},
-                   submission_id=sub.id)
+            stress(
+                srv.url,
+                "fake",
+                profile="smoke",
+                slo_overrides={"ttft_p50_ms": 10},
+                submission_id=sub.id,
+            )
     run = crud.latest_stress_run(submission_id=sub.id)  # stored before the gate raised
     assert run is not None and not run.passed
     assert run.failures and run.failures[0].startswith("median TTFT")

@@ -37,8 +37,16 @@ def test_synchronous(server: FakeServer) -> None:
 
 
 def test_request_body(server: FakeServer) -> None:
-    p = load_profile({"preset": "smoke", "num_requests": 1, "warmup_requests": 0,
-                      "ignore_eos": True, "max_tokens": 5, "temperature": 0.7})
+    p = load_profile(
+        {
+            "preset": "smoke",
+            "num_requests": 1,
+            "warmup_requests": 0,
+            "ignore_eos": True,
+            "max_tokens": 5,
+            "temperature": 0.7,
+        }
+    )
     run_load_sync(server.url, "my-model", p)
     body = server.bodies[-1]
     assert body["model"] == "my-model" and body["stream"] is True
@@ -49,8 +57,9 @@ def test_request_body(server: FakeServer) -> None:
 
 def test_concurrent_keeps_n_in_flight(server: FakeServer) -> None:
     server.first_token_delay_s = 0.05
-    p = load_profile({"kind": "concurrent", "concurrency": 4, "num_requests": 12,
-                      "warmup_requests": 0})
+    p = load_profile(
+        {"kind": "concurrent", "concurrency": 4, "num_requests": 12, "warmup_requests": 0}
+    )
     [run] = run_load_sync(server.url, "fake", p)
     m = calculate_metrics(run.results, run.duration_s, concurrency=run.concurrency)
     assert m.completed == 12 and m.concurrency == 4
@@ -59,8 +68,7 @@ def test_concurrent_keeps_n_in_flight(server: FakeServer) -> None:
 
 
 def test_rate_poisson_arrivals(server: FakeServer) -> None:
-    p = load_profile({"kind": "rate", "request_rate": 40, "num_requests": 20,
-                      "warmup_requests": 0})
+    p = load_profile({"kind": "rate", "request_rate": 40, "num_requests": 20, "warmup_requests": 0})
     [run] = run_load_sync(server.url, "fake", p)
     assert len(run.results) == 20 and all(r.success for r in run.results)
     assert run.request_rate == 40 and run.concurrency is None
@@ -78,15 +86,23 @@ def test_arrival_offsets_like_vllm() -> None:
 
 def test_rate_with_concurrency_cap(server: FakeServer) -> None:
     server.first_token_delay_s = 0.1
-    p = load_profile({"kind": "rate", "request_rate": 1000, "concurrency": 2,
-                      "num_requests": 6, "warmup_requests": 0})
+    p = load_profile(
+        {
+            "kind": "rate",
+            "request_rate": 1000,
+            "concurrency": 2,
+            "num_requests": 6,
+            "warmup_requests": 0,
+        }
+    )
     [run] = run_load_sync(server.url, "fake", p)
     assert len(run.results) == 6 and run.duration_s >= 0.3  # 3 waves of 2
 
 
 def test_sweep_runs_each_concurrency(server: FakeServer) -> None:
-    p = load_profile({"kind": "sweep", "sweep_concurrencies": [1, 2, 4], "num_requests": 6,
-                      "warmup_requests": 1})
+    p = load_profile(
+        {"kind": "sweep", "sweep_concurrencies": [1, 2, 4], "num_requests": 6, "warmup_requests": 1}
+    )
     runs = run_load_sync(server.url, "fake", p)
     assert [r.concurrency for r in runs] == [1, 2, 4]
     assert all(len(r.results) == 6 and all(x.success for x in r.results) for r in runs)
@@ -109,8 +125,9 @@ def test_endpoint_answering_500_before_the_run() -> None:
 
 def test_some_requests_fail() -> None:
     with FakeServer(fail_every=4, healthy_first=1) as srv:
-        out = run_stress(srv.url, "fake", {"preset": "smoke", "num_requests": 20,
-                                           "warmup_requests": 0})
+        out = run_stress(
+            srv.url, "fake", {"preset": "smoke", "num_requests": 20, "warmup_requests": 0}
+        )
     [m] = out.steps
     assert (m.completed, m.failed, m.timed_out) == (15, 5, 0)  # requests 4, 8, …, 20
     assert m.error_rate == pytest.approx(0.25)
@@ -119,8 +136,14 @@ def test_some_requests_fail() -> None:
 
 def test_stalled_stream_times_out_and_run_ends_in_bound() -> None:
     with FakeServer(stall_after=2, healthy_first=1) as srv:
-        p = {"kind": "concurrent", "concurrency": 2, "num_requests": 4, "warmup_requests": 0,
-             "request_timeout_s": 0.3, "max_duration_s": 5}
+        p = {
+            "kind": "concurrent",
+            "concurrency": 2,
+            "num_requests": 4,
+            "warmup_requests": 0,
+            "request_timeout_s": 0.3,
+            "max_duration_s": 5,
+        }
         t = time.perf_counter()
         out = run_stress(srv.url, "fake", p)
         elapsed = time.perf_counter() - t
@@ -133,8 +156,14 @@ def test_stalled_stream_times_out_and_run_ends_in_bound() -> None:
 def test_run_is_cut_at_its_duration_bound() -> None:
     # Each request would stream for 10 s; the run must stop at 1 s and count them.
     with FakeServer(tokens=50, token_delay_s=0.2, healthy_first=1) as srv:
-        p = {"kind": "concurrent", "concurrency": 3, "num_requests": 30, "warmup_requests": 0,
-             "max_duration_s": 1.0, "max_tokens": 50}
+        p = {
+            "kind": "concurrent",
+            "concurrency": 3,
+            "num_requests": 30,
+            "warmup_requests": 0,
+            "max_duration_s": 1.0,
+            "max_tokens": 50,
+        }
         t = time.perf_counter()
         out = run_stress(srv.url, "fake", p)
         elapsed = time.perf_counter() - t
@@ -146,8 +175,14 @@ def test_run_is_cut_at_its_duration_bound() -> None:
 def test_endpoint_dies_during_the_run() -> None:
     srv = FakeServer(tokens=8, token_delay_s=0.01, healthy_first=1).start()
     threading.Timer(0.5, srv.stop).start()
-    p = {"kind": "concurrent", "concurrency": 2, "num_requests": 400, "warmup_requests": 0,
-         "max_duration_s": 10, "request_timeout_s": 2}
+    p = {
+        "kind": "concurrent",
+        "concurrency": 2,
+        "num_requests": 400,
+        "warmup_requests": 0,
+        "max_duration_s": 10,
+        "request_timeout_s": 2,
+    }
     t = time.perf_counter()
     out = run_stress(srv.url, "fake", p)
     assert time.perf_counter() - t < 5

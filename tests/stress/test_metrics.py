@@ -14,8 +14,13 @@ def ok(
     ttft: float, itl: list[float], tokens: int, text: str = "", prompt: int = 10
 ) -> RequestResult:
     return RequestResult(
-        success=True, ttft=ttft, itl=itl, latency=ttft + sum(itl), output_tokens=tokens,
-        prompt_tokens=prompt, text=text,
+        success=True,
+        ttft=ttft,
+        itl=itl,
+        latency=ttft + sum(itl),
+        output_tokens=tokens,
+        prompt_tokens=prompt,
+        text=text,
     )
 
 

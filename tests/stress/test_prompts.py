@@ -26,8 +26,10 @@ def test_from_database_cuts_after_last_user_turn() -> None:
         [{"role": "system", "content": "p"}, {"role": "user", "content": "q"}],
     ]
     out = from_database(rows)
-    assert out == [[{"role": "user", "content": "hi"}],
-                   [{"role": "system", "content": "p"}, {"role": "user", "content": "q"}]]
+    assert out == [
+        [{"role": "user", "content": "hi"}],
+        [{"role": "system", "content": "p"}, {"role": "user", "content": "q"}],
+    ]
     assert len(from_database(rows, limit=1)) == 1
     with pytest.raises(ValueError, match="bad message"):
         from_database([[{"role": "robot", "content": "x"}, {"role": "user", "content": "y"}]])

@@ -13,8 +13,14 @@ from paddock.stress.slo import Slo
 
 
 def step(conc: int, ttft: float) -> StressMetrics:
-    r = RequestResult(success=True, ttft=ttft, itl=[0.01] * 4, latency=ttft + 0.04,
-                      output_tokens=5, text="a b c d e")
+    r = RequestResult(
+        success=True,
+        ttft=ttft,
+        itl=[0.01] * 4,
+        latency=ttft + 0.04,
+        output_tokens=5,
+        text="a b c d e",
+    )
     return calculate_metrics([r, r], 1.0, concurrency=conc)
 
 
@@ -29,8 +35,14 @@ def test_json_markdown_and_table_agree() -> None:
     assert data["passed"] is True and data["model"] == "m"
     rows = table_rows(steps)
     assert list(rows[0]) == [k for k, _, _ in COLUMNS]
-    md = to_markdown(steps, endpoint="http://x", model="m", profile={"kind": "sweep"},
-                     slo=slo, failures=["median TTFT 900 ms > 500 ms"])
+    md = to_markdown(
+        steps,
+        endpoint="http://x",
+        model="m",
+        profile={"kind": "sweep"},
+        slo=slo,
+        failures=["median TTFT 900 ms > 500 ms"],
+    )
     assert "## Latency vs concurrency" in md and "**FAILED**" in md
     assert md.count("\n| 16 |") == 1 and "- median TTFT 900 ms > 500 ms" in md
     out = io.StringIO()

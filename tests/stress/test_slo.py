@@ -10,12 +10,24 @@ from paddock.stress.results import RequestResult
 from paddock.stress.slo import CPU_SLO, GPU_SLO, Slo, evaluate, slo_for
 
 
-def run(ttft: float, gap: float, tokens: int = 10, n: int = 20, errors: int = 0,
-        conc: int | None = 1, slo: Slo | None = None) -> StressMetrics:
+def run(
+    ttft: float,
+    gap: float,
+    tokens: int = 10,
+    n: int = 20,
+    errors: int = 0,
+    conc: int | None = 1,
+    slo: Slo | None = None,
+) -> StressMetrics:
     rs = [
-        RequestResult(success=True, ttft=ttft, itl=[gap] * (tokens - 1),
-                      latency=ttft + gap * (tokens - 1), output_tokens=tokens,
-                      text=" ".join(["word"] * tokens))
+        RequestResult(
+            success=True,
+            ttft=ttft,
+            itl=[gap] * (tokens - 1),
+            latency=ttft + gap * (tokens - 1),
+            output_tokens=tokens,
+            text=" ".join(["word"] * tokens),
+        )
         for _ in range(n)
     ] + [RequestResult(error="HTTP 500") for _ in range(errors)]
     return calculate_metrics(rs, 10.0, slo, concurrency=conc)
