@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -33,15 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deployments.base import ServeSpec  # noqa: E402
 from deployments.local import LocalBackend  # noqa: E402
-
-BUNDLE_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-)
+from paddock.bundle import write_bundle
 
 
 class SafetensorsBackend(LocalBackend):
@@ -49,23 +40,6 @@ class SafetensorsBackend(LocalBackend):
 
     def load_args(self, spec: ServeSpec) -> tuple[Path, list[str]]:
         return Path(spec.bundle_uri), ["--load-format", "safetensors"]
-
-
-def make_bundle(model_dir: Path, bundle: Path) -> Path:
-    from safetensors.torch import load_file
-    from tensorizer import TensorSerializer
-
-    bundle.mkdir(parents=True, exist_ok=True)
-    state: dict = {}
-    for f in sorted(model_dir.glob("*.safetensors")):
-        state.update(load_file(f))
-    ser = TensorSerializer(str(bundle / "model.tensors"))
-    ser.write_state_dict(state)
-    ser.close()
-    for name in BUNDLE_FILES:
-        if (model_dir / name).is_file():
-            shutil.copy2(model_dir / name, bundle / name)
-    return bundle
 
 
 def ready_time(backend: LocalBackend, spec: ServeSpec, timeout: float) -> float:
@@ -149,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, float]] = {}
     for name, model_dir in models.items():
         print(f"== {name}: {model_dir}", flush=True)
-        bundle = make_bundle(model_dir, work / "bundles" / name)
+        bundle = Path(write_bundle(model_dir, work / "bundles" / name, verify=False)["path"])
         res = read_throughput(bundle, model_dir, args.repeat)
         if not args.skip_servers:
             spec = dict(submission_id=f"bench-{name}", served_name=name, max_model_len=1024)

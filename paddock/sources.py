@@ -16,27 +16,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from paddock.bundle import SIDE_FILES
 from paddock.errors import Rejected, TransientError
 from paddock.storage import sha256_file
 
 __all__ = ["Snapshot", "NEEDED", "PICKLE", "classify", "fetch_hub", "fetch_s3", "fetch_local"]
 
 # What vLLM needs to serve a model (and the sanity stage needs to check it).
-NEEDED = [
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-]
+NEEDED = ["*.safetensors", "*.safetensors.index.json", *SIDE_FILES]
 PICKLE = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 

@@ -86,12 +86,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 
 import httpx
 
 from paddock.testkit.ports import free_port
+from paddock.testkit.server import LocalServer
 
 __all__ = ["HubMirror", "git_commit_dir"]
 
@@ -233,7 +233,7 @@ def git_commit_dir(
     return sha
 
 
-class HubMirror:
+class HubMirror(LocalServer):
     """An olah server on 127.0.0.1 serving local git repositories as a model hub.
 
     Use as a context manager::
@@ -402,14 +402,3 @@ class HubMirror:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
-
-    def __enter__(self) -> HubMirror:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -27,10 +27,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 
 from paddock.testkit.ports import free_port
+from paddock.testkit.server import LocalServer
 
 __all__ = ["PostgresServer", "available", "find_bin_dir"]
 
@@ -71,7 +71,7 @@ def available() -> bool:
     return True
 
 
-class PostgresServer:
+class PostgresServer(LocalServer):
     """``initdb`` + ``pg_ctl`` into a private temp dir; a context manager.
 
     ::
@@ -260,14 +260,3 @@ class PostgresServer:
     @property
     def running(self) -> bool:
         return self._running
-
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

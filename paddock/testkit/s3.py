@@ -21,12 +21,12 @@ Nothing global is set: credentials and endpoint are passed explicitly, via
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
 from paddock.testkit.ports import free_port, wait_for_port
+from paddock.testkit.server import LocalServer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client  # pragma: no cover
@@ -38,7 +38,7 @@ __all__ = ["S3Server"]
 REGION: Final = "us-east-1"
 
 
-class S3Server:
+class S3Server(LocalServer):
     """moto's S3 on ``127.0.0.1:<free port>``, as a context manager.
 
     ::
@@ -122,14 +122,3 @@ class S3Server:
     @property
     def running(self) -> bool:
         return self._server is not None
-
-    def __enter__(self) -> S3Server:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -20,17 +20,10 @@ import pytest
 
 from deployments.base import BackendError, ServeSpec, get_backend
 from deployments.local import DEFAULT_PYTHON, LocalBackend, _group_members
+from paddock.bundle import write_bundle
 from paddock.parity import check_parity, reference_from_model
 from paddock.testkit.tiny_model import build_tiny_llama
 
-BUNDLE_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-)
 PROMPTS = ["Hello! How can I help you today?", "The capital of France is", "1 2 3 4 5"]
 
 needs_vllm = pytest.mark.skipif(
@@ -40,24 +33,6 @@ needs_vllm = pytest.mark.skipif(
 )
 
 
-def make_bundle(model_dir: Path, bundle: Path) -> Path:
-    """What the serialize stage produces: model.tensors + the small files."""
-    from safetensors.torch import load_file
-    from tensorizer import TensorSerializer
-
-    bundle.mkdir(parents=True, exist_ok=True)
-    state: dict = {}
-    for f in sorted(model_dir.glob("*.safetensors")):
-        state.update(load_file(f))
-    ser = TensorSerializer(str(bundle / "model.tensors"))
-    ser.write_state_dict(state)
-    ser.close()
-    for name in BUNDLE_FILES:
-        if (model_dir / name).is_file():
-            shutil.copy2(model_dir / name, bundle / name)
-    return bundle
-
-
 @pytest.fixture(scope="session")
 def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama")
@@ -65,7 +40,7 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tiny_repo, tmp_path_factory.mktemp("bundle") / "sha-tiny")
+    return Path(write_bundle(tiny_repo, tmp_path_factory.mktemp("bundle") / "sha-tiny")["path"])
 
 
 @pytest.fixture(scope="session")
