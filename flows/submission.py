@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from prefect import flow, get_run_logger
+from prefect.events import emit_event
 from prefect.transactions import transaction
 
 from paddock import crud, lifecycle, timeline
@@ -49,7 +50,25 @@ def submission(submission_id: str) -> str:
     get_run_logger().info(
         "deployed %s in %.1f s (SLA %d s)", endpoint, report.total_seconds, report.sla_seconds
     )
+    _announce(submission_id, "deployed", report)
     return endpoint
+
+
+def _announce(submission_id: str, outcome: str, report: timeline.StatusReport) -> None:
+    """A Prefect event per outcome, for automations (alerts, SLA dashboards) to match on."""
+    emit_event(
+        event=f"paddock.submission.{outcome}",
+        resource={
+            "prefect.resource.id": f"paddock.submission.{submission_id}",
+            "prefect.resource.name": report.name,
+        },
+        payload={
+            "seconds": report.total_seconds,
+            "within_sla": report.within_sla,
+            "failed_stage": report.failed_stage,
+            "reason": report.reason,
+        },
+    )
 
 
 def _record_failure(submission_id: str, exc: BaseException) -> None:
@@ -63,7 +82,8 @@ def _record_failure(submission_id: str, exc: BaseException) -> None:
     try:
         lifecycle.transition(submission_id, Status.failed, reason=reason, failed_stage=stage)
     except IllegalTransition:
-        pass  # deactivated or torn down meanwhile: that status stands
+        return  # deactivated or torn down meanwhile: that status stands
+    _announce(submission_id, "failed", timeline.build(submission_id))
 
 
 if __name__ == "__main__":  # `python -m flows.submission ID`: what `paddock submit` spawns
