@@ -46,7 +46,7 @@ def render(report: StatusReport) -> Table:
             str(s.attempts),
             (s.detail or "")[:300],
         )
-    if report.reason:
+    if report.reason and not any(s.detail and s.detail in report.reason for s in report.stages):
         table.add_row("reason", "", "", "", f"[red]{report.reason[:600]}[/]")
     return table
 
@@ -96,7 +96,7 @@ def watch(
             if (s.name, s.status) not in seen:
                 seen.add((s.name, s.status))
                 took = f" in {s.seconds:.1f} s" if s.status != "running" else ""
-                console.print(f"[{report.id}] {s.name}: {s.status}{took}", highlight=False)
+                console.print(f"[{report.id}] {s.name}: {s.status}{took}", highlight=False, markup=False)
         if report.status in TERMINAL or not alive():
             break
         time.sleep(interval)
