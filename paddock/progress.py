@@ -96,7 +96,9 @@ def watch(
             if (s.name, s.status) not in seen:
                 seen.add((s.name, s.status))
                 took = f" in {s.seconds:.1f} s" if s.status != "running" else ""
-                console.print(f"[{report.id}] {s.name}: {s.status}{took}", highlight=False, markup=False)
+                console.print(
+                    f"[{report.id}] {s.name}: {s.status}{took}", highlight=False, markup=False
+                )
         if report.status in TERMINAL or not alive():
             break
         time.sleep(interval)
