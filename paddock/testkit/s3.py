@@ -21,6 +21,7 @@ Nothing global is set: credentials and endpoint are passed explicitly, via
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
@@ -66,6 +67,9 @@ class S3Server(LocalServer):
         if self._server is not None:
             return self
         from moto.server import ThreadedMotoServer
+
+        # One access-log line per request would drown benchmark and demo output.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         server.start()
