@@ -93,7 +93,7 @@ def bench_generator(seconds: float, concurrency: int, tokens: int) -> None:
     )
 
 
-def run_vllm_bench(args: argparse.Namespace, conc: int, num: int, out: Path) -> dict:
+def run_vllm_bench(args: argparse.Namespace, conc: int, num: int, out: Path, seed: int) -> dict:
     cmd = [
         str(args.serving_python),
         "-c",
@@ -122,7 +122,7 @@ def run_vllm_bench(args: argparse.Namespace, conc: int, num: int, out: Path) -> 
         "--num-warmups",
         str(args.warmups),
         "--seed",
-        "0",
+        str(seed),
         "--save-result",
         "--result-dir",
         str(out.parent),
@@ -174,7 +174,6 @@ def bench_vs_vllm(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-stress-"))
     for conc in args.concurrency:
         num = args.num_prompts or max(conc * 8, 16)
-        prompts = random_token_prompts(tok, num=num, input_len=args.input_len, seed=conc)
         profile = LoadProfile(
             kind="concurrent",
             concurrency=conc,
@@ -190,14 +189,21 @@ def bench_vs_vllm(args: argparse.Namespace) -> None:
         for rep in range(args.repeat):
             # Alternate which tool goes first: on a shared box, drift hits both alike.
             for tool in ("paddock", "vllm") if rep % 2 == 0 else ("vllm", "paddock"):
+                # Fresh random prompts for every run of either tool: a prompt seen before
+                # hits vLLM's prefix cache and its TTFT would measure the cache, not the
+                # tool.
+                seed = 1000 * conc + 10 * rep + (tool == "vllm")
                 if tool == "paddock":
+                    prompts = random_token_prompts(
+                        tok, num=num, input_len=args.input_len, seed=seed
+                    )
                     [run] = run_load_sync(args.endpoint, args.model, profile, prompts)
                     m = calculate_metrics(run.results, run.duration_s, concurrency=conc)
                     d = m.to_dict()
                     n_ok, total = m.completed, m.total_requests
                     mine.append((m.median_ttft_ms, m.median_tpot_ms))
                 else:
-                    d = run_vllm_bench(args, conc, num, tmp / f"vllm-c{conc}-{rep}.json")
+                    d = run_vllm_bench(args, conc, num, tmp / f"vllm-c{conc}-{rep}.json", seed)
                     n_ok, total = d["completed"], num
                     ref.append((d["median_ttft_ms"], d["median_tpot_ms"]))
                 ok = max(n_ok, 1)
