@@ -55,6 +55,27 @@ def test_invalid_params_are_refused_before_anything_is_created(cli_env: dict[str
     assert json.loads(listing.stdout) == []
 
 
+def test_submit_without_wait_returns_at_once_and_the_flow_runs_detached(
+    cli_env: dict[str, str],
+) -> None:
+    import time
+
+    started = time.monotonic()
+    result = paddock("submit", "paddock-test/does-not-exist", "--json", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 15  # no Prefect start, no download: just the record
+    submission_id = json.loads(result.stdout)["id"]
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        status = json.loads(paddock("status", submission_id, "--json", env=cli_env).stdout)
+        if status["status"] == "failed":
+            break
+        time.sleep(2)
+    assert status["status"] == "failed" and status["failed_stage"] == "download"
+    assert "not found" in status["reason"]
+
+
 def test_status_of_unknown_submission(cli_env: dict[str, str]) -> None:
     result = paddock("status", "nope", env=cli_env)
     assert result.returncode == 2 and "no submission" in result.stderr
