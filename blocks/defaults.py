@@ -37,6 +37,10 @@ def _load_or_seed(cls: type[B], name: str, seed: B) -> B:
     return seed
 
 
+def _secret(value: str | None) -> SecretStr | None:
+    return SecretStr(value) if value else None
+
+
 def model_source(name: str = SOURCE) -> ModelSource:
     s = get_settings()
     return _load_or_seed(
@@ -44,12 +48,10 @@ def model_source(name: str = SOURCE) -> ModelSource:
         name,
         ModelSource(
             endpoint=s.hub_endpoint,
-            token=SecretStr(s.hub_token) if s.hub_token else None,
+            token=_secret(s.hub_token),
             s3_endpoint_url=s.s3_endpoint_url,
             s3_access_key_id=s.s3_access_key_id,
-            s3_secret_access_key=SecretStr(s.s3_secret_access_key)
-            if s.s3_secret_access_key
-            else None,
+            s3_secret_access_key=_secret(s.s3_secret_access_key),
         ),
     )
 
@@ -63,9 +65,7 @@ def model_store(name: str = STORE) -> ModelStore:
             url=s.store_url or str(s.home / "store"),
             endpoint_url=s.s3_endpoint_url,
             access_key_id=s.s3_access_key_id,
-            secret_access_key=(
-                SecretStr(s.s3_secret_access_key) if s.s3_secret_access_key else None
-            ),
+            secret_access_key=_secret(s.s3_secret_access_key),
         ),
     )
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from paddock.errors import Rejected
+from paddock.fsutil import replacing_dir
 
 __all__ = ["SIDE_FILES", "load_state_dict", "write_bundle"]
 
@@ -53,29 +54,25 @@ def write_bundle(model_dir: Path, dest: Path, *, verify: bool = True) -> dict[st
     """Write model.tensors + side files into `dest`; returns sizes and timings."""
     from tensorizer import TensorDeserializer, TensorSerializer
 
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    started = time.perf_counter()
-    state = load_state_dict(model_dir)
-    loaded = time.perf_counter()
-    serializer = TensorSerializer(str(tmp / "model.tensors"))
-    serializer.write_state_dict(state)
-    serializer.close()
-    written = time.perf_counter()
-    if verify:  # read back with hash verification: what we upload is what we checked
-        deserializer = TensorDeserializer(
-            str(tmp / "model.tensors"), verify_hash=True, device="cpu"
-        )
-        missing = set(state) - set(deserializer.keys())
-        deserializer.close()
-        if missing:
-            raise RuntimeError(f"tensorizer round trip lost {len(missing)} tensors")
-    for name in SIDE_FILES:
-        if (model_dir / name).is_file():
-            shutil.copyfile(model_dir / name, tmp / name)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    with replacing_dir(dest) as tmp:
+        started = time.perf_counter()
+        state = load_state_dict(model_dir)
+        loaded = time.perf_counter()
+        serializer = TensorSerializer(str(tmp / "model.tensors"))
+        serializer.write_state_dict(state)
+        serializer.close()
+        written = time.perf_counter()
+        if verify:  # read back with hash verification: what we upload is what we checked
+            deserializer = TensorDeserializer(
+                str(tmp / "model.tensors"), verify_hash=True, device="cpu"
+            )
+            missing = set(state) - set(deserializer.keys())
+            deserializer.close()
+            if missing:
+                raise RuntimeError(f"tensorizer round trip lost {len(missing)} tensors")
+        for name in SIDE_FILES:
+            if (model_dir / name).is_file():
+                shutil.copyfile(model_dir / name, tmp / name)
     return {
         "path": str(dest),
         "tensors": len(state),

@@ -16,15 +16,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from paddock.errors import PaddockError, TransientError
+from paddock.fsutil import replacing_dir
 
 __all__ = [
     "MANIFEST",
@@ -115,9 +114,8 @@ class LocalStore:
     ) -> list[StoredFile]:
         final = self._dir(manifest["digest"])
         if self.get_manifest(manifest["digest"]) is None:
-            tmp = self.root / "models" / f".incoming-{uuid.uuid4().hex}"
-            tmp.mkdir(parents=True)
-            try:
+            # An incomplete earlier attempt (no manifest) is replaced whole.
+            with replacing_dir(final) as tmp:
                 total = sum(m["size"] for m in manifest["files"].values())
                 done = 0
                 for name, meta in manifest["files"].items():
@@ -128,10 +126,6 @@ class LocalStore:
                     if progress:
                         progress(done, total)
                 (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-                shutil.rmtree(final, ignore_errors=True)  # an incomplete earlier attempt
-                os.replace(tmp, final)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
         return _stored(self, manifest)
 
     def delete_bundle(self, digest: str) -> None:

