@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import subprocess
 import sys
 from typing import Annotated, Any
 
@@ -68,9 +69,14 @@ def submit(
             out.print(sub.id)
         return
     err.print(f"submission [bold]{sub.id}[/]: {source} (log: {flow_log_path(sub.id)})")
-    report = watch(sub.id, alive=lambda: proc.poll() is None, console=err)
+    _follow(proc, sub.id, as_json=as_json)
+
+
+def _follow(proc: subprocess.Popen[bytes], submission_id: str, *, as_json: bool) -> None:
+    """Show progress until the flow process ends; exit 1 unless the model is deployed."""
+    watch(submission_id, alive=lambda: proc.poll() is None, console=err)
     proc.wait()
-    report = timeline.build(sub.id)
+    report = timeline.build(submission_id)
     if as_json:
         _print_json(report.as_dict())
     else:
@@ -130,12 +136,9 @@ def list_(
 @app.command()
 def run(submission_id: str) -> None:
     """Run (or resume) a submission's flow in this process; finished stages are skipped."""
-    proc = spawn_flow(submission_id, detach=False)
-    report = watch(submission_id, alive=lambda: proc.poll() is None, console=err)
-    proc.wait()
-    out.print(render(timeline.build(submission_id)))
-    if report.status != Status.deployed:
-        raise typer.Exit(1)
+    if crud.get_submission(submission_id=submission_id) is None:
+        _fail(f"no submission {submission_id!r}; `paddock list` shows yours")
+    _follow(spawn_flow(submission_id, detach=False), submission_id, as_json=False)
 
 
 @app.command()

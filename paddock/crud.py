@@ -40,6 +40,7 @@ __all__ = [
     "delete_artifacts",
     "record_deployment",
     "active_deployment",
+    "set_deployment_endpoint",
     "close_deployment",
     "add_stress_run",
     "latest_stress_run",
@@ -214,6 +215,15 @@ def active_deployment(*, submission_id: str) -> Deployment | None:
             .where(Deployment.submission_id == submission_id, col(Deployment.active).is_(True))
             .order_by(col(Deployment.id).desc())
         ).first()
+
+
+def set_deployment_endpoint(*, deployment_id: int, endpoint: str) -> None:
+    with session_scope() as session:
+        dep = session.get(Deployment, deployment_id)
+        if dep is None:
+            raise NotFound(f"no deployment {deployment_id}")
+        dep.endpoint = endpoint
+        session.add(dep)
 
 
 def close_deployment(*, deployment_id: int) -> None:

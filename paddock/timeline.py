@@ -7,6 +7,7 @@ same shape.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import UTC
 from typing import Any
 
 from paddock import crud
@@ -57,7 +58,9 @@ def _summarize(name: str, runs: list[StageRun]) -> StageSummary:
     last = runs[-1]
     seconds = sum((r.seconds or 0.0) for r in attempts) if attempts else 0.0
     if last.status is StageStatus.running:
-        seconds += (utcnow() - last.started_at.replace(tzinfo=utcnow().tzinfo)).total_seconds()
+        # Stored timestamps come back naive (SQLite, Postgres `timestamp`); they are UTC.
+        started = last.started_at.replace(tzinfo=UTC)
+        seconds += (utcnow() - started).total_seconds()
     error = last.detail.get("error") if last.detail else None
     return StageSummary(
         name=name,

@@ -78,10 +78,7 @@ def deploy(submission_id: str, stored: dict[str, Any]) -> dict[str, Any]:
         backend.stop(handle)
         crud.close_deployment(deployment_id=dep.id)
         raise
-    crud.close_deployment(deployment_id=dep.id)
-    crud.record_deployment(
-        submission_id=submission_id, backend=target.backend, endpoint=endpoint, handle=handle
-    )
+    crud.set_deployment_endpoint(deployment_id=dep.id, endpoint=endpoint)
     return {"endpoint": endpoint, "backend": target.backend, "model": spec.served_name}
 
 

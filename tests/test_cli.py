@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.utils.vllm import needs_vllm, pid_alive
+from tests.utils.vllm import chat, needs_vllm, pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,15 +115,7 @@ def test_submit_wait_deploys_and_teardown_stops(cli_env: dict[str, str], s3: Any
     assert len(body) == tensors["size"]
 
     endpoint = status["endpoint"]
-    reply = httpx.post(
-        f"{endpoint}/v1/chat/completions",
-        json={
-            "model": "tiny-cli",
-            "messages": [{"role": "user", "content": "Hello"}],
-            "max_tokens": 8,
-        },
-        timeout=60,
-    )
+    reply = chat(endpoint, "tiny-cli", "Hello", max_tokens=8)
     assert reply.status_code == 200
 
     again = paddock("stress", report["id"], "--profile", "smoke", "--json", env=cli_env)

@@ -17,7 +17,7 @@ from paddock.errors import Rejected, TransientError
 from paddock.models import Status
 from paddock.serving import stop_serving
 from tests.utils.blocks import use_hub, use_s3_store, use_serving
-from tests.utils.vllm import needs_vllm, pid_alive
+from tests.utils.vllm import chat, needs_vllm, pid_alive
 
 pytestmark = [pytest.mark.vllm, needs_vllm]
 PREFIX = "serving-flow"
@@ -64,15 +64,7 @@ def test_deploy_failure_rolls_back_then_a_rerun_resumes(s3: Any) -> None:
     assert by_name["upload"].status == "succeeded"
     assert report.stress and report.stress["passed"] is True
     assert any(k.endswith("model.tensors") for k in _objects(s3))
-    reply = httpx.post(
-        f"{endpoint}/v1/chat/completions",
-        json={
-            "model": "tiny-resume",
-            "messages": [{"role": "user", "content": "Hi"}],
-            "max_tokens": 5,
-        },
-        timeout=60,
-    )
+    reply = chat(endpoint, "tiny-resume", "Hi", max_tokens=5)
     assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] != ""
 
     dep = crud.active_deployment(submission_id=sub.id)

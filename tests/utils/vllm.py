@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
+import httpx
 import pytest
 
 from deployments.local import DEFAULT_PYTHON
@@ -26,3 +27,16 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def chat(endpoint: str, model: str, text: str, *, max_tokens: int = 8) -> httpx.Response:
+    """One non-streaming chat completion, as a user's first message."""
+    return httpx.post(
+        f"{endpoint}/v1/chat/completions",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": text}],
+            "max_tokens": max_tokens,
+        },
+        timeout=60,
+    )
