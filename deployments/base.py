@@ -13,22 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from paddock.errors import PaddockError, TransientError
+from paddock.errors import BackendError, ConfigurationError
 
 __all__ = ["ServeSpec", "ServingBackend", "BackendError", "BackendState", "get_backend"]
 
 BackendState = Literal["starting", "ready", "dead", "stopped"]
-
-
-class BackendError(TransientError):
-    """The serving backend could not start or reach the model; `log_tail` says why.
-
-    A platform fault, not the submission's: the deploy stage may retry it.
-    """
-
-    def __init__(self, message: str, *, log_tail: str = "") -> None:
-        super().__init__(f"{message}\n--- log tail ---\n{log_tail}" if log_tail else message)
-        self.log_tail = log_tail
 
 
 @dataclass(frozen=True)
@@ -81,7 +70,7 @@ def get_backend(name: str, **options: Any) -> ServingBackend:
     try:
         module_name, cls_name = _BACKENDS[name].split(":")
     except KeyError:
-        raise PaddockError(
+        raise ConfigurationError(
             f"unknown serving backend {name!r}; choose one of {sorted(_BACKENDS)}"
         ) from None
     cls = getattr(importlib.import_module(module_name), cls_name)

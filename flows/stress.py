@@ -20,8 +20,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from paddock import crud
-from paddock.errors import Rejected
-from paddock.stress.loadgen import EndpointDown
+from paddock.errors import EndpointDown, Rejected
 from paddock.stress.metrics import StressMetrics
 from paddock.stress.profiles import load_profile
 from paddock.stress.report import table_rows, to_markdown

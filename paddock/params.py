@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from paddock.errors import Rejected
+from paddock.errors import Rejected, explain_validation
 
 __all__ = ["GenerationParams", "PromptFormatter", "parse_params", "validate_params"]
 
@@ -72,10 +72,11 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     try:
         return GenerationParams(**params).model_dump()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'params'}: "
-            + ("unknown parameter" if err["type"] == "extra_forbidden" else err["msg"])
-            for err in exc.errors()
-        )
-        allowed = ", ".join(GenerationParams.model_fields)
-        raise Rejected(f"invalid generation parameters — {problems} (allowed: {allowed})") from exc
+        raise Rejected(
+            explain_validation(
+                exc,
+                what="generation parameters",
+                item="parameter",
+                known=list(GenerationParams.model_fields),
+            )
+        ) from exc

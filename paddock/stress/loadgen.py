@@ -32,13 +32,12 @@ from typing import Any
 import httpx
 import numpy as np
 
-from paddock.errors import TransientError
+from paddock.errors import EndpointDown
 from paddock.stress.profiles import LoadProfile
 from paddock.stress.prompts import Conversation, load_conversations
 from paddock.stress.results import RequestResult
 
 __all__ = [
-    "EndpointDown",
     "StepRun",
     "chat_url",
     "build_bodies",
@@ -50,10 +49,6 @@ __all__ = [
 ]
 
 _CUT = "cancelled: the run reached its duration bound"
-
-
-class EndpointDown(TransientError):
-    """The test request before the run failed: nothing was measured."""
 
 
 @dataclass(slots=True)

@@ -22,15 +22,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from paddock.errors import PaddockError
+from paddock.errors import ProfileError, explain_validation
 
-__all__ = ["Kind", "LoadProfile", "ProfileError", "PRESETS", "load_profile"]
+__all__ = ["Kind", "LoadProfile", "PRESETS", "load_profile"]
 
 Kind = Literal["synchronous", "concurrent", "rate", "sweep"]
-
-
-class ProfileError(PaddockError, ValueError):
-    """The load profile is invalid; raised before any request is sent."""
 
 
 class LoadProfile(BaseModel):
@@ -118,15 +114,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _explain(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "profile"
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {msg} (got {err.get('input')!r})" if err["loc"] else msg)
-    return "; ".join(parts)
-
-
 def load_profile(spec: str | dict[str, Any] | LoadProfile) -> LoadProfile:
     """Resolve a preset name, a dict (optionally ``{"preset": name, ...overrides}``) or a
     profile into a validated `LoadProfile`; raise `ProfileError` saying what is wrong."""
@@ -148,4 +135,4 @@ def load_profile(spec: str | dict[str, Any] | LoadProfile) -> LoadProfile:
     try:
         return LoadProfile(**values)
     except ValidationError as exc:
-        raise ProfileError(f"invalid load profile: {_explain(exc)}") from exc
+        raise ProfileError(explain_validation(exc, what="load profile")) from exc

@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from paddock.errors import ProfileError, explain_validation
 from paddock.stress.metrics import StressMetrics
-from paddock.stress.profiles import ProfileError
 
 __all__ = ["Slo", "CPU_SLO", "GPU_SLO", "SLOS", "slo_for", "evaluate", "gated_steps"]
 
@@ -83,11 +83,7 @@ def slo_for(profile: str, overrides: dict[str, Any] | None = None) -> Slo:
     try:
         return Slo(**{**base.model_dump(), **overrides})
     except ValidationError as exc:
-        msgs = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})"
-            for e in exc.errors()
-        )
-        raise ProfileError(f"invalid SLO override: {msgs}") from exc
+        raise ProfileError(explain_validation(exc, what="SLO override")) from exc
 
 
 def gated_steps(steps: Sequence[StressMetrics], slo: Slo) -> list[StressMetrics]:

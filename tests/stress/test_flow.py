@@ -63,7 +63,7 @@ def test_flow_rejects_a_model_that_misses_its_slo() -> None:
 
 def test_flow_invalid_profile_sends_nothing(server: FakeServer) -> None:
     from flows.stress import stress
-    from paddock.stress.profiles import ProfileError
+    from paddock.errors import ProfileError
 
     with pytest.raises(ProfileError, match="concurrency"):
         stress(server.url, "fake", profile={"kind": "concurrent", "concurrency": 0})

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from paddock.stress.loadgen import EndpointDown, arrival_offsets, chat_url, run_load_sync
+from paddock.errors import EndpointDown
+from paddock.stress.loadgen import arrival_offsets, chat_url, run_load_sync
 from paddock.stress.metrics import calculate_metrics
 from paddock.stress.profiles import load_profile
 from paddock.stress.runner import run_stress

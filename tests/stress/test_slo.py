@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from paddock.errors import ProfileError
 from paddock.stress.metrics import StressMetrics, calculate_metrics
-from paddock.stress.profiles import ProfileError
 from paddock.stress.results import RequestResult
 from paddock.stress.slo import CPU_SLO, GPU_SLO, Slo, evaluate, slo_for
 
