@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -23,6 +23,15 @@ __all__ = [
     "Artifact",
     "Deployment",
     "StressRun",
+    "Developer",
+    "ApiKey",
+    "ConversationMode",
+    "Conversation",
+    "Message",
+    "Feedback",
+    "Battle",
+    "ModelHealth",
+    "LeaderboardSnapshot",
     "utcnow",
     "new_id",
 ]
@@ -139,3 +148,127 @@ class StressRun(SQLModel, table=True):
     passed: bool = False
     failures: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+# --------------------------------------------------------------------------- feedback side
+# Users are never stored by their id: `user_hash` is an HMAC of it (paddock.privacy), and
+# every text a user or a model wrote is scrubbed of personal data before it is stored.
+
+
+class Developer(SQLModel, table=True):
+    """A model developer: owns submissions and API keys."""
+
+    __tablename__ = "developers"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key, stored as a SHA-256 of the key (shown once, at creation); revocable."""
+
+    __tablename__ = "api_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    developer_id: str = Field(foreign_key="developers.id", index=True)
+    prefix: str = Field(index=True)  # the key's first characters, to tell keys apart
+    key_hash: str = Field(unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class ConversationMode(enum.StrEnum):
+    beta = "beta"  # one model chosen by the router
+    arena = "arena"  # two anonymous models side by side, revealed after the vote
+    api = "api"  # through the OpenAI-compatible relay
+
+
+class Conversation(SQLModel, table=True):
+    __tablename__ = "conversations"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    mode: ConversationMode = ConversationMode.beta
+    user_hash: str = Field(index=True)
+    submission_id: str = Field(foreign_key="submissions.id", index=True)  # model (A in arena)
+    model_b_id: str | None = Field(default=None, foreign_key="submissions.id", index=True)
+    consent: bool = False  # the user agreed to share the conversation with the developer
+    # Why the router chose this model (or pair): the candidates and their scores.
+    route: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    ended_at: datetime | None = None
+
+
+class Message(SQLModel, table=True):
+    """One turn. A regenerated reply supersedes the one before it (and counts as a retry)."""
+
+    __tablename__ = "messages"
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversations.id", index=True)
+    role: str  # "user" or "assistant"
+    content: str  # scrubbed
+    # The model that wrote an assistant turn; in an arena, "a" or "b".
+    submission_id: str | None = Field(default=None, foreign_key="submissions.id", index=True)
+    side: str | None = None
+    regenerated: bool = False
+    superseded: bool = False
+    ttft_ms: float | None = None
+    latency_ms: float | None = None
+    output_tokens: int | None = None
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Feedback(SQLModel, table=True):
+    """Thumbs up or down and optional text, one per conversation; categorized later."""
+
+    __tablename__ = "feedback"
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversations.id", unique=True)
+    submission_id: str = Field(foreign_key="submissions.id", index=True)
+    user_hash: str = Field(index=True)
+    thumbs_up: bool
+    text: str | None = None  # scrubbed
+    category: str | None = None  # set by the feedback flow
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Battle(SQLModel, table=True):
+    """An arena vote between two anonymous models."""
+
+    __tablename__ = "battles"
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversations.id", unique=True)
+    model_a: str = Field(foreign_key="submissions.id", index=True)
+    model_b: str = Field(foreign_key="submissions.id", index=True)
+    winner: str  # "model_a", "model_b", "tie" or "tie (bothbad)"
+    user_hash: str = Field(index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelHealth(SQLModel, table=True):
+    """Whether the router may send users to a model: a failed probe or relay call takes it
+    out until it answers again."""
+
+    __tablename__ = "model_health"
+    __table_args__ = (UniqueConstraint("submission_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    submission_id: str = Field(foreign_key="submissions.id", index=True)
+    healthy: bool = True
+    checked_at: datetime = Field(default_factory=utcnow)
+    error: str | None = None
+
+
+class LeaderboardSnapshot(SQLModel, table=True):
+    """What the feedback flow computed, kept so the leaderboard is read, not recomputed."""
+
+    __tablename__ = "leaderboard_snapshots"
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    rows: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    arena: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
