@@ -1,0 +1,119 @@
+"""The paddock API: one FastAPI app, its routers and how paddock's errors become HTTP.
+
+Every error a client sees is one sentence in `detail`, written for the person who has to
+act on it; the status code says who that is (401/404/409/422: the caller, 5xx: us).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from paddock import __version__
+from paddock.api.routes import developers, submissions
+from paddock.api.schemas import FieldError, ValidationErrorPublic
+from paddock.db import init_db
+from paddock.errors import (
+    ConfigurationError,
+    IllegalTransition,
+    NotFound,
+    PaddockError,
+    Rejected,
+    TransientError,
+    Unauthorized,
+)
+
+__all__ = ["create_app", "STATUS_OF"]
+
+log = logging.getLogger("paddock.api")
+
+# The first match wins, so a subclass listed before its base would take precedence.
+STATUS_OF: tuple[tuple[type[PaddockError], int], ...] = (
+    (NotFound, 404),
+    (Unauthorized, 401),
+    (Rejected, 422),
+    (IllegalTransition, 409),
+    (ConfigurationError, 500),
+    (TransientError, 503),
+)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Create the tables before the first request, so no request pays for it."""
+    await run_in_threadpool(init_db)
+    yield
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="paddock",
+        version=__version__,
+        summary="Take a submitted language model to real users in minutes.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.add_exception_handler(PaddockError, _paddock_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(Exception, _unexpected)
+
+    app.include_router(developers.router)
+    app.include_router(submissions.router)
+    return app
+
+
+def _operation_id(route: APIRoute) -> str:
+    """`submissions-create_submission`: stable names for generated clients."""
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+async def _paddock_error(request: Request, exc: Exception) -> JSONResponse:
+    code = next((code for kind, code in STATUS_OF if isinstance(exc, kind)), 500)
+    if code == 500:
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+    headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+    return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette logs the traceback after this handler answers; the client gets a sentence.
+    return JSONResponse(
+        {"detail": "the paddock API failed unexpectedly; its log has the details"},
+        status_code=500,
+    )
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [_field_error(e) for e in exc.errors()]
+    parts = [f"{'.'.join(map(str, e.loc))}: {e.msg}" if e.loc else e.msg for e in errors]
+    body = ValidationErrorPublic(detail=f"invalid request — {'; '.join(parts)}", errors=errors)
+    return JSONResponse(body.model_dump(mode="json"), status_code=422)
+
+
+def _field_error(err: Any) -> FieldError:
+    """Pydantic's error, said for the person who sent the request (and JSON-safe)."""
+    loc = [p if isinstance(p, int) else str(p) for p in err.get("loc", ())]
+    if loc and loc[0] == "body":
+        loc = loc[1:]
+    kind = str(err.get("type", ""))
+    if kind == "json_invalid":
+        reason = (err.get("ctx") or {}).get("error", "")
+        return FieldError(loc=[], msg=f"the body is not valid JSON ({reason})", type=kind)
+    msg = str(err.get("msg", "")).removeprefix("Value error, ")
+    if kind == "missing" and not loc:
+        msg = "a JSON body is required"
+    elif kind == "extra_forbidden":
+        msg = "unknown field"
+    elif kind != "missing" and "input" in err:
+        given = repr(err["input"])
+        msg += f" (got {given if len(given) <= 60 else given[:57] + '...'})"
+    return FieldError(loc=loc, msg=msg, type=kind)
