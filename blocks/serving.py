@@ -9,6 +9,7 @@ from prefect.blocks.core import Block
 from pydantic import Field
 
 from deployments import ServingBackend, get_backend
+from deployments.kubernetes.defaults import DEFAULT_NAMESPACE, DEFAULT_S3_SECRET_NAME
 
 __all__ = ["ServingTarget"]
 
@@ -26,11 +27,11 @@ class ServingTarget(Block):
         default=None, description="Python of the serving environment (.venv-serving)."
     )
     # kubernetes
-    namespace: str = "paddock"
+    namespace: str = DEFAULT_NAMESPACE
     image: str | None = None
     gpus: int = Field(default=0, ge=0)
     kserve: bool = False
-    s3_secret_name: str = "paddock-model-store"
+    s3_secret_name: str = DEFAULT_S3_SECRET_NAME
     # stress stage
     stress_profile: str = "cpu"
     slo_profile: Literal["cpu", "gpu"] = "cpu"

@@ -10,29 +10,39 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import posixpath
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import jinja2
+import jinja2.meta
 import kmock
 import kubernetes_validate
 import pytest
 import yaml
 from kubernetes import client
 
-from deployments.base import BackendError, ServeSpec, get_backend
+from deployments.base import ServeSpec, get_backend
 from deployments.kubernetes import (
+    DEFAULT_HOME,
     DEFAULT_IMAGE,
+    DEFAULT_NAMESPACE,
+    DEFAULT_S3_SECRET_NAME,
     KubernetesBackend,
     resource_name,
     s3_secret_manifest,
-    validate_manifests,
 )
+from deployments.kubernetes.render import TEMPLATES_DIR, RenderContext
+from paddock.errors import BackendError
+from paddock.retry import RetryPolicy
+from tests.deployments.manifests import validate_manifests
 
 NS = "paddock-test"
 SECRET_VALUES = ("AKIAEXAMPLEKEY123", "wJalrXUtnFEMI-super-secret-value")
+FAST_RETRY = RetryPolicy(retries=2, base_seconds=0.01)  # 3 attempts
 
 
 # --------------------------------------------------------------------------- kmock on a thread
@@ -125,7 +135,7 @@ def api_client(k8s: KmockThread) -> Iterator[client.ApiClient]:
 @pytest.fixture
 def backend(api_client: client.ApiClient) -> KubernetesBackend:
     return KubernetesBackend(
-        namespace=NS, api_client=api_client, retry_delay=0.01, poll_interval=0.3, retries=3
+        namespace=NS, api_client=api_client, retry=FAST_RETRY, poll_interval=0.3
     )
 
 
@@ -206,7 +216,7 @@ def test_every_rendered_manifest_validates_strictly(variant: str, version: str) 
     backend = KubernetesBackend(namespace=NS, **VARIANTS[variant])
     manifests = backend.render(make_spec())
     kinds = [m["kind"] for m in manifests]
-    if backend.kserve:
+    if VARIANTS[variant].get("kserve"):
         assert kinds == ["InferenceService"]
     else:
         assert kinds == ["Deployment", "Service"]
@@ -285,7 +295,7 @@ def test_rendered_pod_runs_vllm_from_s3_with_secret_references(kserve: bool) -> 
     assert vllm["ports"][0]["containerPort"] == 8000
     # ~/.s3cfg for tensorizer, from the Secret
     mount = next(m for m in vllm["volumeMounts"] if m["name"] == "s3cfg")
-    assert mount["mountPath"] == "/root/.s3cfg" and mount["subPath"] == ".s3cfg"
+    assert mount["mountPath"] == f"{DEFAULT_HOME}/.s3cfg" and mount["subPath"] == ".s3cfg"
     volume = next(v for v in pod["volumes"] if v["name"] == "s3cfg")
     assert volume["secret"]["secretName"] == "models-s3"
     assert volume["secret"]["items"] == [{"key": "s3cfg", "path": ".s3cfg"}]
@@ -312,6 +322,41 @@ def test_rendered_pod_runs_vllm_from_s3_with_secret_references(kserve: bool) -> 
     assert next(v for v in pod["volumes"] if v["name"] == "model")["emptyDir"]
     assert "nvidia.com/gpu" not in vllm["resources"]["limits"]
     assert vllm["resources"]["requests"] == {"cpu": "4", "memory": "16Gi"}
+
+
+@pytest.mark.parametrize("kserve", [False, True])
+@pytest.mark.parametrize("home", [None, "/srv/vllm/"])
+def test_s3cfg_is_mounted_in_the_home_the_pod_sets(kserve: bool, home: str | None) -> None:
+    options: dict[str, Any] = {"home": home} if home else {}
+    backend = KubernetesBackend(namespace=NS, kserve=kserve, **options)
+    spec = make_spec(env={"HOME": "/root", "VLLM_LOGGING_LEVEL": "INFO"})
+    _, vllm = container_of(backend.render(spec)[0])
+    homes = [e["value"] for e in vllm["env"] if e["name"] == "HOME"]
+    assert homes == [posixpath.normpath(home or DEFAULT_HOME)]  # the pod's, not the spec's
+    mount = next(m for m in vllm["volumeMounts"] if m["name"] == "s3cfg")
+    assert mount["mountPath"] == posixpath.join(homes[0], ".s3cfg")
+    with pytest.raises(ValueError, match="absolute"):
+        KubernetesBackend(home="vllm")
+
+
+def test_render_context_has_exactly_the_fields_the_templates_use() -> None:
+    env = jinja2.Environment()
+    env.globals.clear()  # else `namespace`, a jinja global, would not count as used
+    used: set[str] = set()
+    for template in TEMPLATES_DIR.glob("*.j2"):
+        used |= jinja2.meta.find_undeclared_variables(env.parse(template.read_text()))
+    assert used == set(RenderContext.__dataclass_fields__)
+
+
+def test_defaults_agree_with_the_serving_target_block() -> None:
+    from blocks.serving import ServingTarget
+
+    target = ServingTarget()
+    backend = KubernetesBackend()
+    assert (target.namespace, target.s3_secret_name) == (DEFAULT_NAMESPACE, DEFAULT_S3_SECRET_NAME)
+    assert backend.settings.namespace == DEFAULT_NAMESPACE
+    assert backend.settings.s3_secret_name == DEFAULT_S3_SECRET_NAME
+    assert backend.settings.image == (target.image or DEFAULT_IMAGE)
 
 
 def test_gpu_resources_labels_and_names() -> None:
@@ -382,7 +427,7 @@ def test_start_creates_deployment_and_service(
     assert vllm.readiness_probe.http_get.path == "/health"
     assert deployment.metadata.labels["paddock.dev/submission"] == make_spec().submission_id
     secret_volume = next(v for v in deployment.spec.template.spec.volumes if v.name == "s3cfg")
-    assert secret_volume.secret.secret_name == "paddock-s3"
+    assert secret_volume.secret.secret_name == DEFAULT_S3_SECRET_NAME
     assert service.spec.ports[0].port == 80 and service.spec.ports[0].target_port == 8000
     stored = k8s.on_loop(lambda: json.dumps([obj.raw for obj in k8s.emulator.objects.values()]))
     assert stored.count('"kind": "Deployment"') == 1 and stored.count('"kind": "Service"') == 1
@@ -503,8 +548,10 @@ def test_recreate_after_409_patches(
     backend: KubernetesBackend, api_client: client.ApiClient, k8s: KmockThread
 ) -> None:
     first = backend.start(make_spec())
-    backend.image = "registry.example/paddock-serving:2"
-    second = backend.start(make_spec())
+    upgraded = KubernetesBackend(
+        namespace=NS, api_client=api_client, image="registry.example/paddock-serving:2"
+    )
+    second = upgraded.start(make_spec())
     assert first == second
     created = k8s.requests("POST", rf"/apis/apps/v1/namespaces/{NS}/deployments")
     patched = k8s.requests("PATCH", rf"/apis/apps/v1/namespaces/{NS}/deployments/{first['name']}")
@@ -604,7 +651,9 @@ def test_unreachable_api_is_reported() -> None:
     configuration.host = "http://127.0.0.1:9"  # discard port: connection refused
     configuration.retries = 0
     backend = KubernetesBackend(
-        namespace=NS, api_client=client.ApiClient(configuration), retry_delay=0.01, retries=2
+        namespace=NS,
+        api_client=client.ApiClient(configuration),
+        retry=RetryPolicy(retries=1, base_seconds=0.01),
     )
     with pytest.raises(BackendError, match="unreachable after 2 attempts"):
         backend.start(make_spec())
@@ -627,7 +676,7 @@ def test_4xx_is_not_retried(backend: KubernetesBackend, k8s: KmockThread) -> Non
 
 def test_kserve_variant_lifecycle(api_client: client.ApiClient, k8s: KmockThread) -> None:
     backend = KubernetesBackend(
-        namespace=NS, api_client=api_client, kserve=True, retry_delay=0.01, poll_interval=5.0
+        namespace=NS, api_client=api_client, kserve=True, retry=FAST_RETRY, poll_interval=5.0
     )
     handle = backend.start(make_spec())
     name = handle["name"]
