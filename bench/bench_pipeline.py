@@ -25,12 +25,13 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from paddock import lifecycle  # noqa: E402
 from paddock.testkit.hub import HubMirror  # noqa: E402
 from paddock.testkit.s3 import S3Server  # noqa: E402
 from paddock.testkit.smollm2 import prepare_smollm2  # noqa: E402
 from paddock.testkit.tiny_model import build_tiny_llama  # noqa: E402
 
-STAGES = ["download", "sanity", "serialize", "upload", "deploy", "warmup", "stress"]
+STAGES = [s.name for s in lifecycle.STAGES]
 CACHE = Path(os.environ.get("PADDOCK_MODEL_CACHE", Path.home() / ".cache/paddock/models"))
 
 

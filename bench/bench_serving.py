@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, float]] = {}
     for name, model_dir in models.items():
         print(f"== {name}: {model_dir}", flush=True)
-        bundle = Path(write_bundle(model_dir, work / "bundles" / name, verify=False)["path"])
+        bundle = write_bundle(model_dir, work / "bundles" / name, verify=False).path
         res = read_throughput(bundle, model_dir, args.repeat)
         if not args.skip_servers:
             spec = dict(submission_id=f"bench-{name}", served_name=name, max_model_len=1024)

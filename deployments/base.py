@@ -37,6 +37,9 @@ class ServeSpec:
     max_model_len: int = 2048
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    # The submission's generation parameters as the server's defaults (vLLM's
+    # --override-generation-config), so a client that sets none still gets them.
+    generation_defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tensorizer_uri(self) -> str:

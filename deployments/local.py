@@ -120,6 +120,8 @@ class LocalBackend:
             "--max-model-len", str(spec.max_model_len),
             *spec.extra_args,
         ]  # fmt: skip
+        if spec.generation_defaults:
+            cmd += ["--override-generation-config", json.dumps(spec.generation_defaults)]
         return cmd
 
     def start(self, spec: ServeSpec) -> dict[str, Any]:

@@ -1,15 +1,17 @@
-"""The stress stage: load a deployed model, measure it, hold it to its SLO.
+"""The stress test: load a deployed model, measure it, hold it to its SLO.
 
-Runs as the submission flow's subflow (which rolls the deployment back when this raises
-`Rejected`) and on its own against any endpoint (``submission_id`` None → "adhoc"). The
-work lives in `paddock.stress`; this module only orders it:
+A flow of its own, so it runs both as the submission flow's stress stage (`stress_test`,
+called from that flow's body as a subflow) and alone against any endpoint
+(``submission_id`` None → "adhoc"). The work lives in `paddock.stress`; this module
+only orders it:
 
     measure (validate → test request → warm-up → steps → metrics → verdict)
     → record (StressRun row) → publish (table + markdown artifacts) → gate.
 
 An invalid profile or SLO raises `ProfileError` before any request; an endpoint that does
-not answer the test request raises `EndpointDown` (a `TransientError`, retried); a model
-that misses its SLO raises `Rejected` — after the figures are stored and shown.
+not answer the test request raises `EndpointDown` (transient: `measure-load` is retried
+under the one retry policy); a model that misses its SLO raises `SloMissed` — after the
+figures are stored and shown.
 """
 
 from __future__ import annotations
@@ -18,74 +20,68 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
+from blocks import serving_target
 from paddock import crud
-from paddock.errors import EndpointDown, Rejected
-from paddock.stress.metrics import StressMetrics
-from paddock.stress.profiles import load_profile
-from paddock.stress.report import table_rows, to_markdown
-from paddock.stress.runner import run_stress
+from paddock.contracts import Endpoint, StressSummary
+from paddock.errors import SloMissed
+from paddock.params import GenerationParams
+from paddock.retry import retried_task, stage_policy
+from paddock.stress.profiles import LoadProfile, load_profile
+from paddock.stress.report import headline, table_rows, to_markdown
+from paddock.stress.runner import StressOutcome, run_stress
 from paddock.stress.slo import Slo, slo_for
+from tasks.stage import subflow_stage
 
-__all__ = ["stress"]
-
-
-def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only an endpoint that was down; a finished measurement is never redone."""
-    try:
-        state.result()
-    except EndpointDown:
-        return True
-    except Exception:
-        return False
-    return False
+__all__ = ["stress", "stress_test"]
 
 
-@task(
-    name="measure-load", retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=_retry_transient
-)
+@retried_task("measure-load", stage_policy(2))
 def measure_load(
-    endpoint: str, model: str, profile: dict[str, Any], slo: dict[str, Any]
-) -> dict[str, Any]:
-    """Run the profile and return the stored form of the figures and verdict."""
-    outcome = run_stress(endpoint, model, profile, Slo(**slo))
-    return outcome.to_json(endpoint=endpoint, model=model)
+    endpoint: str,
+    model: str,
+    profile: LoadProfile,
+    slo: Slo,
+    params: GenerationParams | None,
+) -> StressOutcome:
+    """Run the profile and compute the figures and the verdict."""
+    sampling = params.sampling() if params is not None else None
+    return run_stress(endpoint, model, profile, slo, sampling=sampling)
 
 
-@task(name="record-stress-run")
+@task(name="record-stress-run", cache_policy=NO_CACHE)
 def record_stress_run(
-    submission_id: str | None, endpoint: str, profile: dict[str, Any], result: dict[str, Any]
-) -> int | None:
+    submission_id: str | None, endpoint: str, model: str, outcome: StressOutcome
+) -> int:
     run = crud.add_stress_run(
         submission_id=submission_id,
         endpoint=endpoint,
-        profile=profile,
-        metrics=result,
-        passed=result["passed"],
-        failures=result["failures"],
+        profile=outcome.profile.model_dump(),
+        metrics=outcome.to_json(endpoint=endpoint, model=model),
+        passed=outcome.passed,
+        failures=outcome.failures,
     )
+    if run.id is None:  # pragma: no cover - the database assigns it on insert
+        raise AssertionError("stress run row has no id")
     return run.id
 
 
-@task(name="publish-stress-report")
-def publish_stress_report(
-    key: str, endpoint: str, model: str, profile: dict[str, Any], result: dict[str, Any]
-) -> None:
-    steps = [StressMetrics.from_dict(s) for s in result["steps"]]
-    slo = Slo(**result["slo"]) if result.get("slo") else None
-    verdict = "passed" if result["passed"] else "FAILED: " + "; ".join(result["failures"])
+@task(name="publish-stress-report", cache_policy=NO_CACHE)
+def publish_stress_report(key: str, endpoint: str, model: str, outcome: StressOutcome) -> None:
+    verdict = "passed" if outcome.passed else "FAILED: " + "; ".join(outcome.failures)
     create_table_artifact(
-        key=key, table=table_rows(steps), description=f"{model} at {endpoint}: {verdict}"
+        key=key, table=table_rows(outcome.steps), description=f"{model} at {endpoint}: {verdict}"
     )
     create_markdown_artifact(
         key=f"{key}-report",
         markdown=to_markdown(
-            steps,
+            outcome.steps,
             endpoint=endpoint,
             model=model,
-            profile=profile,
-            slo=slo,
-            failures=result["failures"],
+            profile=outcome.profile.model_dump(),
+            slo=outcome.slo,
+            failures=outcome.failures,
         ),
         description=f"stress test of {model}",
     )
@@ -99,28 +95,58 @@ def stress(
     slo_profile: str = "cpu",
     slo_overrides: dict[str, Any] | None = None,
     submission_id: str | None = None,
-) -> dict[str, Any]:
-    """Stress-test ``model`` at ``endpoint``; return the figures, raise `Rejected` on a miss."""
-    logger = get_run_logger()
+    params: GenerationParams | None = None,
+) -> StressSummary:
+    """Stress-test ``model`` at ``endpoint``; raise `SloMissed` when it misses its SLO.
+
+    ``params`` are the submission's generation parameters, sent with every request so the
+    model is measured as its users will be served.
+    """
     # Both validated here, before the first request (ProfileError says what is wrong).
-    prof = load_profile(profile).model_dump()
-    slo = slo_for(slo_profile, slo_overrides).model_dump()
-    result = measure_load(endpoint, model, prof, slo)
-    result["stress_run_id"] = record_stress_run(submission_id, endpoint, prof, result)
-    key = f"stress-{(submission_id or 'adhoc').lower()}"
-    publish_stress_report(key, endpoint, model, prof, result)
-    if not result["passed"]:
-        raise Rejected(
-            f"{model} missed its {slo_profile} SLO under load: " + "; ".join(result["failures"])
+    prof = load_profile(profile)
+    slo = slo_for(slo_profile, slo_overrides)
+    outcome = measure_load(endpoint, model, prof, slo, params)
+    run_id = record_stress_run(submission_id, endpoint, model, outcome)
+    publish_stress_report(f"stress-{(submission_id or 'adhoc').lower()}", endpoint, model, outcome)
+    if not outcome.passed:
+        raise SloMissed(
+            f"{model} missed its {slo_profile} SLO under load: " + "; ".join(outcome.failures)
         )
-    logger.info(
+    head = headline(outcome.steps, outcome.slo)
+    if head is None:  # pragma: no cover - a passed run measured at least one step
+        raise AssertionError("a passed stress run has no steps")
+    get_run_logger().info(
         "stress passed: TTFT p50 %.0f ms, TPOT p50 %.1f ms, %.1f req/s at concurrency %s",
-        result["median_ttft_ms"],
-        result["median_tpot_ms"],
-        result["request_throughput"],
-        result["concurrency"],
+        head.median_ttft_ms,
+        head.median_tpot_ms,
+        head.request_throughput,
+        head.concurrency,
     )
-    return result
+    return StressSummary(
+        passed=True,
+        stress_run_id=run_id,
+        completed=head.completed,
+        median_ttft_ms=head.median_ttft_ms,
+        median_tpot_ms=head.median_tpot_ms,
+        request_throughput=head.request_throughput,
+    )
+
+
+@subflow_stage("stress")
+def stress_test(submission_id: str, endpoint: Endpoint) -> StressSummary:
+    """The submission's stress stage: the serving target's profile and SLO, with the
+    submission's own generation parameters."""
+    target = serving_target()
+    sub = crud.require_submission(submission_id=submission_id)
+    return stress(
+        endpoint=endpoint.url,
+        model=endpoint.model,
+        profile=target.stress_profile,
+        slo_profile=target.slo_profile,
+        slo_overrides=target.slo_overrides or None,
+        submission_id=submission_id,
+        params=GenerationParams(**sub.generation_params),
+    )
 
 
 if __name__ == "__main__":  # `python -m flows.stress ENDPOINT MODEL [PROFILE] [SUBMISSION]`
@@ -129,9 +155,11 @@ if __name__ == "__main__":  # `python -m flows.stress ENDPOINT MODEL [PROFILE] [
     args = sys.argv[1:]
     if len(args) < 2:
         raise SystemExit("usage: python -m flows.stress ENDPOINT MODEL [PROFILE] [SUBMISSION_ID]")
+    sub = crud.require_submission(submission_id=args[3]) if len(args) > 3 else None
     stress(
         endpoint=args[0],
         model=args[1],
         profile=args[2] if len(args) > 2 else "cpu",
-        submission_id=args[3] if len(args) > 3 else None,
+        submission_id=sub.id if sub else None,
+        params=GenerationParams(**sub.generation_params) if sub else None,
     )

@@ -1,9 +1,9 @@
-"""One submission, all the way from a hub repository to users.
+"""One submission, all the way from its source to users.
 
-download → sanity → serialize → upload → deploy → warm-up → stress → publish.
-Every stage records itself and retries transient faults (tasks/stage.py). Stages from
-upload on run inside a transaction: if a later stage fails, the deployment is stopped and
-the upload taken back, so a failed submission leaves nothing behind.
+The flow body is the pipeline: each stage is a task (tasks/) that records itself and
+retries transient faults; the stress stage is a subflow. From upload on, a failure that
+survives its retries rolls the run back — the server stopped, the upload taken back — so
+a failed submission leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import sys
 
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
-from prefect.transactions import transaction
 
+from flows.stress import stress_test
 from paddock import crud, lifecycle, timeline
 from paddock.errors import IllegalTransition
 from paddock.models import StageStatus, Status
 from tasks.deploy import deploy
 from tasks.download import download
-from tasks.loadtest import loadtest
 from tasks.publish import publish
+from tasks.rollback import undone_on_failure
 from tasks.sanity import sanity
 from tasks.serialize import serialize
 from tasks.upload import upload
@@ -36,22 +36,24 @@ def submission(submission_id: str) -> str:
         snapshot = download(submission_id)
         sanity(submission_id, snapshot)
         bundle = serialize(submission_id, snapshot)
-        with transaction() as txn:
-            txn.set("submission_id", submission_id)
+        with undone_on_failure(submission_id):
             stored = upload(submission_id, bundle)
-            deployed = deploy(submission_id, stored)
-            warmup(submission_id, deployed)
-            loadtest(submission_id, deployed)
-            endpoint = publish(submission_id, deployed)
+            endpoint = deploy(submission_id, stored)
+            warmup(submission_id, endpoint)
+            stress_test(submission_id, endpoint)
+            published = publish(submission_id, endpoint)
     except BaseException as exc:
         _record_failure(submission_id, exc)
         raise
     report = timeline.build(submission_id)
     get_run_logger().info(
-        "deployed %s in %.1f s (SLA %d s)", endpoint, report.total_seconds, report.sla_seconds
+        "deployed %s in %.1f s (SLA %d s)",
+        published.endpoint,
+        report.total_seconds,
+        report.sla_seconds,
     )
     _announce(submission_id, "deployed", report)
-    return endpoint
+    return published.endpoint
 
 
 def _announce(submission_id: str, outcome: str, report: timeline.StatusReport) -> None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from paddock.contracts import Bundle
 from paddock.errors import Rejected
 from paddock.fsutil import replacing_dir
 
@@ -50,7 +51,7 @@ def load_state_dict(model_dir: Path) -> dict[str, Any]:
     return state
 
 
-def write_bundle(model_dir: Path, dest: Path, *, verify: bool = True) -> dict[str, Any]:
+def write_bundle(model_dir: Path, dest: Path, *, verify: bool = True) -> Bundle:
     """Write model.tensors + side files into `dest`; returns sizes and timings."""
     from tensorizer import TensorDeserializer, TensorSerializer
 
@@ -73,11 +74,11 @@ def write_bundle(model_dir: Path, dest: Path, *, verify: bool = True) -> dict[st
         for name in SIDE_FILES:
             if (model_dir / name).is_file():
                 shutil.copyfile(model_dir / name, tmp / name)
-    return {
-        "path": str(dest),
-        "tensors": len(state),
-        "bytes": (dest / "model.tensors").stat().st_size,
-        "read_s": round(loaded - started, 3),
-        "write_s": round(written - loaded, 3),
-        "verify_s": round(time.perf_counter() - written, 3),
-    }
+    return Bundle(
+        path=dest,
+        tensors=len(state),
+        bytes=(dest / "model.tensors").stat().st_size,
+        read_s=round(loaded - started, 3),
+        write_s=round(written - loaded, 3),
+        verify_s=round(time.perf_counter() - written, 3),
+    )

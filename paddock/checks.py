@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from paddock.contracts import Checked
 from paddock.errors import Rejected
 
 __all__ = ["SUPPORTED_ARCHITECTURES", "REFERENCE_PROMPTS", "static_checks", "runtime_checks"]
@@ -80,7 +81,7 @@ def static_checks(
     allow_custom_code: bool,
     allow_pickle: bool,
     max_parameters: int,
-) -> dict[str, Any]:
+) -> Checked:
     """Refuse what must never be served; returns facts for the timeline."""
     code = [f for f in all_files if f.endswith(".py")]
     config = _read_config(model_dir / "config.json")
@@ -123,7 +124,7 @@ def static_checks(
     params = _parameter_count(weights)
     if params > max_parameters:
         raise Rejected(f"{params:,} parameters exceed the limit of {max_parameters:,}")
-    return {"architecture": archs[0], "parameters": params}
+    return Checked(architecture=archs[0], parameters=params)
 
 
 def runtime_checks(model_dir: Path, *, max_new_tokens: int = 8) -> dict[str, Any]:

@@ -201,11 +201,15 @@ def delete_artifacts(*, submission_id: str) -> None:
 
 def record_deployment(
     *, submission_id: str, backend: str, endpoint: str | None, handle: dict[str, Any]
-) -> Deployment:
+) -> int:
+    """Store a started deployment; returns its id."""
     dep = Deployment(submission_id=submission_id, backend=backend, endpoint=endpoint, handle=handle)
     with session_scope() as session:
         session.add(dep)
-    return dep
+        session.flush()
+        if dep.id is None:  # pragma: no cover - the database assigns it on flush
+            raise AssertionError("deployment row has no id")
+        return dep.id
 
 
 def active_deployment(*, submission_id: str) -> Deployment | None:

@@ -1,33 +1,66 @@
-"""The status lifecycle: the only place a submission's status changes.
+"""The status lifecycle: the stage order, and the only place a submission's status changes.
 
-Every change is a compare-and-set (`UPDATE … WHERE status IN (allowed sources)`), so two
-processes racing on one submission cannot both win, on SQLite or Postgres alike.
+Every change is a compare-and-set (`UPDATE … WHERE status = <the status it was read in>`).
+A caller that acts on a status it saw earlier (a user who deactivates the model they saw
+deployed) passes it as ``expect``, so of N processes racing from the same status exactly
+one wins, on SQLite or Postgres alike.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
+
 from sqlalchemy import update
-from sqlmodel import select
+from sqlmodel import col, select
 
 from paddock.db import session_scope
 from paddock.errors import IllegalTransition, NotFound
 from paddock.models import Status, Submission, utcnow
 
-__all__ = ["PIPELINE", "ALLOWED", "transition", "can_transition"]
+__all__ = [
+    "Stage",
+    "STAGES",
+    "PIPELINE",
+    "WORKING",
+    "SETTLED",
+    "ALLOWED",
+    "stage_status",
+    "transition",
+    "can_transition",
+]
 
-# The pipeline's working statuses, in order.
-PIPELINE: tuple[Status, ...] = (
-    Status.submitted,
-    Status.downloading,
-    Status.checking,
-    Status.serializing,
-    Status.uploading,
-    Status.deploying,
-    Status.warming,
-    Status.stress_testing,
-    Status.deployed,
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    status: Status  # the submission's status while the stage runs (publish: once it has)
+    enters: bool = True  # False: the stage's own work is the status change (publish)
+
+
+# The pipeline, in order: the one place the stage order is written.
+STAGES: tuple[Stage, ...] = (
+    Stage("download", Status.downloading),
+    Stage("sanity", Status.checking),
+    Stage("serialize", Status.serializing),
+    Stage("upload", Status.uploading),
+    Stage("deploy", Status.deploying),
+    Stage("warmup", Status.warming),
+    Stage("stress", Status.stress_testing),
+    Stage("publish", Status.deployed, enters=False),
 )
-_WORKING = PIPELINE[1:-1]
+PIPELINE: tuple[Status, ...] = (Status.submitted, *(s.status for s in STAGES))
+WORKING: tuple[Status, ...] = PIPELINE[1:-1]
+# Statuses no flow run moves on from by itself.
+SETTLED: frozenset[Status] = frozenset(Status) - {Status.submitted, *WORKING}
+
+
+def stage_status(name: str) -> Status | None:
+    """The status a stage moves the submission to when it starts (None: it moves it itself)."""
+    for stage in STAGES:
+        if stage.name == name:
+            return stage.status if stage.enters else None
+    raise KeyError(f"no pipeline stage {name!r}; stages: {[s.name for s in STAGES]}")
 
 
 def _allowed() -> dict[Status, frozenset[Status]]:
@@ -35,12 +68,12 @@ def _allowed() -> dict[Status, frozenset[Status]]:
     for i, status in enumerate(PIPELINE[:-1]):
         nxt = PIPELINE[i + 1]
         allowed[status] |= {nxt, Status.failed}
-        if status in _WORKING:
+        if status in WORKING:
             allowed[status].add(status)  # a resumed run re-enters the stage it died in
     # A failed or interrupted submission may resume at any working stage (earlier stages
     # that finished are skipped, so it can enter further down the pipeline).
-    for status in (Status.submitted, Status.failed, *_WORKING):
-        allowed[status] |= set(_WORKING)
+    for status in (Status.submitted, Status.failed, *WORKING):
+        allowed[status] |= set(WORKING)
     allowed[Status.submitted] |= {Status.inactive}
     allowed[Status.deployed] |= {Status.inactive, Status.torndown, Status.failed}
     allowed[Status.failed] |= {Status.torndown, Status.archived, Status.inactive}
@@ -63,13 +96,18 @@ def transition(
     reason: str | None = None,
     failed_stage: str | None = None,
     endpoint: str | None = None,
+    expect: Status | Collection[Status] | None = None,
 ) -> Status:
-    """Move a submission to `new`; returns the status it left. Raises IllegalTransition."""
+    """Move a submission to `new`; returns the status it left. Raises IllegalTransition.
+
+    With ``expect``, the move happens only from that status (or one of those): the caller
+    saw it there and means to act on what it saw.
+    """
     sources = [s for s, targets in ALLOWED.items() if new in targets]
     values: dict[str, object] = {"status": new, "updated_at": utcnow()}
     if new is Status.failed:
         values |= {"reason": reason, "failed_stage": failed_stage}
-    elif new in _WORKING:
+    elif new in WORKING:
         values |= {"reason": None, "failed_stage": None}
     elif reason is not None:
         values["reason"] = reason
@@ -82,12 +120,18 @@ def transition(
         if current is None:
             raise NotFound(f"no submission {submission_id!r}")
         current = Status(current)
+        expected = {expect} if isinstance(expect, Status) else set(expect or ())
+        if expected and current not in expected:
+            raise IllegalTransition(
+                f"submission {submission_id} is {current}, no longer "
+                f"{' or '.join(sorted(expected))}; cannot become {new}"
+            )
         if new not in ALLOWED[current]:
             raise IllegalTransition(f"submission {submission_id} is {current}; cannot become {new}")
-        result = session.execute(
+        result = session.connection().execute(
             update(Submission)
-            .where(Submission.id == submission_id, Submission.status == current)
-            .where(Submission.status.in_(sources))  # type: ignore[attr-defined]
+            .where(col(Submission.id) == submission_id, col(Submission.status) == current)
+            .where(col(Submission.status).in_(sources))
             .values(**values)
         )
         if result.rowcount != 1:

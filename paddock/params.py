@@ -35,6 +35,32 @@ class GenerationParams(BaseModel):
             raise ValueError("stopping words must not be empty strings")
         return words
 
+    def sampling(self) -> dict[str, Any]:
+        """The OpenAI/vLLM request fields these parameters set, for every request paddock
+        sends on the model's behalf (warm-up, stress, the chat relay)."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "stop": list(self.stopping_words),
+            "max_tokens": self.max_output_tokens,
+        }
+
+    def serving_defaults(self) -> dict[str, Any]:
+        """vLLM's `--override-generation-config`: the defaults the server applies to any
+        request that does not set them, so clients calling the endpoint directly get the
+        developer's choices too (stop words are per request: vLLM has no default for them)."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "max_new_tokens": self.max_output_tokens,
+        }
+
 
 class PromptFormatter(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -11,11 +11,12 @@ from rich.live import Live
 from rich.table import Table
 
 from paddock import timeline
+from paddock.lifecycle import SETTLED
 from paddock.timeline import StatusReport
 
-__all__ = ["render", "artifacts_table", "stress_table", "watch", "TERMINAL"]
+__all__ = ["render", "artifacts_table", "stress_table", "watch"]
 
-TERMINAL = {"deployed", "failed", "inactive", "torndown", "archived"}
+_SETTLED = {str(s) for s in SETTLED}
 _ICON = {
     "succeeded": "[green]✔[/]",
     "skipped": "[cyan]↷[/]",
@@ -83,7 +84,7 @@ def watch(
     report = timeline.build(submission_id)
     if console.is_terminal:
         with Live(render(report), console=console, refresh_per_second=4) as live:
-            while report.status not in TERMINAL and alive():
+            while report.status not in _SETTLED and alive():
                 time.sleep(interval)
                 report = timeline.build(submission_id)
                 live.update(render(report))
@@ -99,7 +100,7 @@ def watch(
                 console.print(
                     f"[{report.id}] {s.name}: {s.status}{took}", highlight=False, markup=False
                 )
-        if report.status in TERMINAL or not alive():
+        if report.status in _SETTLED or not alive():
             break
         time.sleep(interval)
         report = timeline.build(submission_id)

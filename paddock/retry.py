@@ -1,6 +1,6 @@
 """The one retry policy: which faults are worth another try, and how long to wait.
 
-Pipeline stages hand the policy to Prefect (`RetryPolicy.task_options`), so every retry
+Pipeline stages hand the policy to Prefect (`retried_task`), so every retry
 is a visible `AwaitingRetry` state in the UI; code that is not a task (Kubernetes API
 calls, the chat relay's probes) runs the same policy in-process with `RetryPolicy.call`.
 Both wait the same exponential delays with the same jitter (Prefect's clamped Poisson
@@ -15,15 +15,18 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
 from prefect.utilities.math import clamped_poisson_interval
 
 from paddock.errors import PaddockError, TransientError
 
-__all__ = ["RetryPolicy", "is_transient", "stage_policy"]
+__all__ = ["RetryPolicy", "is_transient", "retry_condition", "stage_policy", "retried_task"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 log = logging.getLogger(__name__)
 
 _RETRYABLE_STATUS = frozenset({0, 408, 425, 429, 500, 502, 503, 504})
@@ -96,15 +99,6 @@ class RetryPolicy:
         nominal = self.delays()[retry]
         return clamped_poisson_interval(nominal, self.jitter) if self.jitter > 0 else nominal
 
-    def task_options(self) -> dict[str, Any]:
-        """Keyword arguments that make a Prefect task follow this policy."""
-        return {
-            "retries": self.retries,
-            "retry_delay_seconds": self.delays() or 0,
-            "retry_jitter_factor": self.jitter if self.jitter > 0 else None,
-            "retry_condition_fn": _retry_condition,
-        }
-
     def call(
         self,
         fn: Callable[[], T],
@@ -129,7 +123,7 @@ class RetryPolicy:
         raise AssertionError("unreachable")
 
 
-def _retry_condition(task: object, task_run: object, state: Any) -> bool:
+def retry_condition(task: object, task_run: object, state: Any) -> bool:
     """Prefect asks this after a failed attempt: retry only what may pass by itself."""
     try:
         state.result()
@@ -143,3 +137,20 @@ def stage_policy(retries: int) -> RetryPolicy:
     from paddock.config import get_settings
 
     return RetryPolicy(retries=retries, base_seconds=get_settings().retry_base_seconds)
+
+
+def retried_task(
+    name: str, policy: RetryPolicy, *, timeout_seconds: float | None = None
+) -> Callable[[Callable[P, T]], Task[P, T]]:
+    """A Prefect task decorator that retries under ``policy`` (results never cached: a
+    stage's output is its timeline row, and a re-run decides afresh what to redo)."""
+    return task(
+        name=name,
+        retries=policy.retries,
+        retry_delay_seconds=policy.delays() or 0,
+        retry_jitter_factor=policy.jitter if policy.jitter > 0 else None,
+        retry_condition_fn=retry_condition,
+        timeout_seconds=timeout_seconds,
+        persist_result=False,
+        cache_policy=NO_CACHE,
+    )

@@ -32,7 +32,7 @@ def stop_serving(submission_id: str) -> bool:
     from deployments import get_backend
 
     dep = crud.active_deployment(submission_id=submission_id)
-    if dep is None:
+    if dep is None or dep.id is None:
         return False
     get_backend(dep.backend).stop(dep.handle)
     crud.close_deployment(deployment_id=dep.id)

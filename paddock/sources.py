@@ -13,26 +13,23 @@ import fnmatch
 import hashlib
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from paddock.bundle import SIDE_FILES
+from paddock.contracts import Snapshot
 from paddock.errors import Rejected, TransientError
 from paddock.storage import sha256_file
 
-__all__ = ["Snapshot", "NEEDED", "PICKLE", "classify", "fetch_hub", "fetch_s3", "fetch_local"]
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+
+__all__ = ["NEEDED", "PICKLE", "classify", "fetch_hub", "fetch_s3", "fetch_local"]
 
 # What vLLM needs to serve a model (and the sanity stage needs to check it).
 NEEDED = ["*.safetensors", "*.safetensors.index.json", *SIDE_FILES]
 PICKLE = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    path: Path
-    revision: str
-    files: list[str]  # every file of the source, fetched or not
 
 
 def classify(source: str) -> str:
@@ -120,12 +117,12 @@ def fetch_hub(
         )
     except (HfHubHTTPError, OSError) as exc:
         raise TransientError(f"download of {repo_id}@{sha[:12]} failed: {exc}") from exc
-    return Snapshot(path=dest, revision=sha, files=files)
+    return _snapshot(dest, sha, files)
 
 
-def _exists(api: object, repo_id: str) -> bool:
+def _exists(api: HfApi, repo_id: str) -> bool:
     try:
-        api.list_repo_refs(repo_id)  # type: ignore[attr-defined]
+        api.list_repo_refs(repo_id)
     except Exception:
         return False
     return True
@@ -178,7 +175,7 @@ def fetch_s3(
     for name in files:
         if _wanted(name, patterns):
             client.download_file(bucket, prefix + name, str(dest / name))
-    return Snapshot(path=dest, revision="s3-" + digest.hexdigest()[:40], files=files)
+    return _snapshot(dest, "s3-" + digest.hexdigest()[:40], files)
 
 
 def fetch_local(
@@ -201,4 +198,9 @@ def fetch_local(
             shutil.copyfile(src / name, dest / name)
     for name in sorted(p.name for p in dest.iterdir()):
         digest.update(f"{name} {sha256_file(dest / name)}\n".encode())
-    return Snapshot(path=dest, revision="sha256-" + digest.hexdigest()[:40], files=files)
+    return _snapshot(dest, "sha256-" + digest.hexdigest()[:40], files)
+
+
+def _snapshot(dest: Path, revision: str, files: list[str]) -> Snapshot:
+    fetched = sum(p.stat().st_size for p in dest.iterdir() if p.is_file())
+    return Snapshot(path=dest, revision=revision, files=tuple(files), bytes=fetched)

@@ -3,56 +3,57 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from prefect.transactions import Transaction
-
-from blocks import model_store, serving_target
+from blocks import ModelStore, model_store, serving_target
 from deployments import ServeSpec
 from paddock import crud
 from paddock.bundle import SIDE_FILES
 from paddock.config import get_settings
+from paddock.contracts import Endpoint, StoredBundle
+from paddock.params import GenerationParams
 from paddock.serving import current_backend, stop_serving
 from tasks.stage import stage
 
 __all__ = ["deploy", "build_spec"]
 
 
-def _serving(submission_id: str, output: dict[str, Any]) -> bool:
+def _serving(submission_id: str, endpoint: Endpoint) -> bool:
     dep = crud.active_deployment(submission_id=submission_id)
-    if dep is None or dep.endpoint != output.get("endpoint"):
+    if dep is None or dep.endpoint != endpoint.url:
         return False
     return current_backend().status(dep.handle) == "ready"
 
 
-def build_spec(submission_id: str, stored: dict[str, Any]) -> ServeSpec:
+def build_spec(submission_id: str, stored: StoredBundle) -> ServeSpec:
+    """What to serve and how, from the stored bundle and the serving target."""
     sub = crud.require_submission(submission_id=submission_id)
     store_block = model_store()
     target = serving_target()
-    config_files = tuple(f for f in stored["files"] if f in SIDE_FILES)
+    config_files = tuple(f for f in stored.files if f in SIDE_FILES)
     local_config_dir: Path | None = None
     if store_block.is_s3 and target.backend == "local":
         # vLLM reads config and tokenizer from a local --model directory; only the
         # tensors stream from S3.
         local_config_dir = store_block.open().fetch(
-            stored["digest"],
+            stored.digest,
             list(config_files),
             get_settings().work_dir / submission_id / "serve-config",
         )
     return ServeSpec(
         submission_id=submission_id,
         served_name=sub.display_name,
-        bundle_uri=stored["uri"],
+        bundle_uri=stored.uri,
         config_files=config_files,
         local_config_dir=local_config_dir,
         s3_endpoint=store_block.endpoint_url if store_block.is_s3 else None,
         dtype=target.dtype,
         max_model_len=target.max_model_len,
         env=_s3_env(store_block) if store_block.is_s3 and target.backend == "local" else {},
+        generation_defaults=GenerationParams(**sub.generation_params).serving_defaults(),
     )
 
 
-def _s3_env(store_block: Any) -> dict[str, str]:
+def _s3_env(store_block: ModelStore) -> dict[str, str]:
     if not store_block.access_key_id or not store_block.secret_access_key:
         return {}
     return {
@@ -63,26 +64,20 @@ def _s3_env(store_block: Any) -> dict[str, str]:
 
 
 @stage("deploy", retries=1, still_valid=_serving)
-def deploy(submission_id: str, stored: dict[str, Any]) -> dict[str, Any]:
+def deploy(submission_id: str, stored: StoredBundle) -> Endpoint:
     stop_serving(submission_id)  # a previous attempt's leftovers
     target = serving_target()
     backend = current_backend()
     spec = build_spec(submission_id, stored)
     handle = backend.start(spec)
-    dep = crud.record_deployment(
+    dep_id = crud.record_deployment(
         submission_id=submission_id, backend=target.backend, endpoint=None, handle=handle
     )
     try:
-        endpoint = backend.wait_ready(handle, timeout=target.ready_timeout_s)
+        url = backend.wait_ready(handle, timeout=target.ready_timeout_s)
     except BaseException:
         backend.stop(handle)
-        crud.close_deployment(deployment_id=dep.id)
+        crud.close_deployment(deployment_id=dep_id)
         raise
-    crud.set_deployment_endpoint(deployment_id=dep.id, endpoint=endpoint)
-    return {"endpoint": endpoint, "backend": target.backend, "model": spec.served_name}
-
-
-@deploy.on_rollback
-def _undeploy(txn: Transaction) -> None:
-    """A later stage failed: stop serving what this run deployed."""
-    stop_serving(txn.get("submission_id"))
+    crud.set_deployment_endpoint(deployment_id=dep_id, endpoint=url)
+    return Endpoint(url=url, backend=target.backend, model=spec.served_name)

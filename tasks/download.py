@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
-from typing import Any
 
 from blocks import model_source
 from paddock import crud
 from paddock.config import get_settings
+from paddock.contracts import Snapshot
 from paddock.sources import NEEDED, PICKLE, classify, fetch_hub, fetch_local, fetch_s3
 from tasks.stage import stage
 
 __all__ = ["download"]
 
 
-def _present(submission_id: str, output: dict[str, Any]) -> bool:
-    path = Path(output.get("path", ""))
-    return path.is_dir() and (path / "config.json").exists()
+def _present(submission_id: str, snapshot: Snapshot) -> bool:
+    return snapshot.path.is_dir() and (snapshot.path / "config.json").exists()
 
 
 @stage("download", still_valid=_present)
-def download(submission_id: str) -> dict[str, Any]:
+def download(submission_id: str) -> Snapshot:
+    """Fetch only the files serving needs, listing every file so sanity sees them all."""
     settings = get_settings()
     sub = crud.require_submission(submission_id=submission_id)
     dest = settings.work_dir / submission_id / "source"
@@ -30,7 +29,7 @@ def download(submission_id: str) -> dict[str, Any]:
     kind = classify(sub.source)
     src = model_source()
     if kind == "hub":
-        snap = fetch_hub(
+        snapshot = fetch_hub(
             sub.source,
             sub.requested_revision,
             dest,
@@ -40,7 +39,7 @@ def download(submission_id: str) -> dict[str, Any]:
             max_bytes=settings.max_model_bytes,
         )
     elif kind == "s3":
-        snap = fetch_s3(
+        snapshot = fetch_s3(
             sub.source,
             dest,
             endpoint_url=src.s3_endpoint_url,
@@ -51,7 +50,8 @@ def download(submission_id: str) -> dict[str, Any]:
             patterns=patterns,
         )
     else:
-        snap = fetch_local(sub.source, dest, allowed_roots=settings.source_roots, patterns=patterns)
-    crud.set_resolved_revision(submission_id=submission_id, revision=snap.revision)
-    size = sum(p.stat().st_size for p in snap.path.iterdir() if p.is_file())
-    return {"path": str(snap.path), "revision": snap.revision, "files": snap.files, "bytes": size}
+        snapshot = fetch_local(
+            sub.source, dest, allowed_roots=settings.source_roots, patterns=patterns
+        )
+    crud.set_resolved_revision(submission_id=submission_id, revision=snapshot.revision)
+    return snapshot

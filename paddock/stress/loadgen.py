@@ -24,7 +24,7 @@ import itertools
 import json
 import random
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -78,15 +78,26 @@ def build_requests(
     return [client.build_request("POST", url, content=b) for b in bodies]
 
 
-def build_bodies(model: str, prompts: Sequence[Conversation], profile: LoadProfile) -> list[bytes]:
-    """One encoded request body per prompt, encoded once (not per request)."""
+def build_bodies(
+    model: str,
+    prompts: Sequence[Conversation],
+    profile: LoadProfile,
+    sampling: Mapping[str, Any] | None = None,
+) -> list[bytes]:
+    """One encoded request body per prompt, encoded once (not per request).
+
+    ``sampling`` is the submission's own generation parameters (temperature, top_p, stop
+    words…), so the model is measured as users will be served; the profile keeps
+    ``max_tokens``, which shapes the load.
+    """
     bodies = []
     for messages in prompts:
         payload: dict[str, Any] = {
             "model": model,
             "messages": messages,
-            "max_tokens": profile.max_tokens,
             "temperature": profile.temperature,
+            **{k: v for k, v in (sampling or {}).items() if k != "max_tokens"},
+            "max_tokens": profile.max_tokens,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
@@ -325,6 +336,7 @@ async def run_load(
     prompts: Sequence[Conversation] | None = None,
     *,
     api_key: str | None = None,
+    sampling: Mapping[str, Any] | None = None,
     on_step: Callable[[StepRun], None] | None = None,
 ) -> list[StepRun]:
     """Run ``profile`` against ``endpoint``: test request, warm-up, then each step.
@@ -338,7 +350,7 @@ async def run_load(
     if prompts is None:
         random.Random(profile.seed).shuffle(convs)
     url = chat_url(endpoint)
-    bodies = build_bodies(model, convs, profile)
+    bodies = build_bodies(model, convs, profile, sampling)
     timeout_s = profile.request_timeout_s
     async with _client(profile, api_key) as client:
         requests = build_requests(client, url, bodies)

@@ -6,7 +6,7 @@ The flow, the bench and the CLI call this one function, so they all validate the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ def run_stress(
     *,
     prompts: Sequence[Conversation] | None = None,
     api_key: str | None = None,
+    sampling: Mapping[str, Any] | None = None,
 ) -> StressOutcome:
     """Validate, run the profile, compute each step's metrics and evaluate the SLO.
 
@@ -53,7 +54,7 @@ def run_stress(
     """
     prof = load_profile(profile)
     gate = slo if isinstance(slo, Slo) else slo_for(slo, slo_overrides)
-    runs = run_load_sync(endpoint, model, prof, prompts, api_key=api_key)
+    runs = run_load_sync(endpoint, model, prof, prompts, api_key=api_key, sampling=sampling)
     steps = [
         calculate_metrics(
             r.results, r.duration_s, gate, concurrency=r.concurrency, request_rate=r.request_rate

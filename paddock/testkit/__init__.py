@@ -1,6 +1,7 @@
 """Real local servers and models for the test suite, the benchmarks and ``make demo``.
 
-Everything speaks the real protocol on 127.0.0.1; nothing here touches global state or the network beyond PyPI.
+Everything speaks the real protocol on 127.0.0.1; nothing here touches global state or
+the network beyond PyPI.
 
 * :mod:`paddock.testkit.ports` — ``free_port()``.
 * :mod:`paddock.testkit.tiny_model` — ``build_tiny_llama()``, ``make_variant()``.

@@ -40,7 +40,7 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return Path(write_bundle(tiny_repo, tmp_path_factory.mktemp("bundle") / "sha-tiny")["path"])
+    return write_bundle(tiny_repo, tmp_path_factory.mktemp("bundle") / "sha-tiny").path
 
 
 @pytest.fixture(scope="session")

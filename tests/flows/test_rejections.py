@@ -99,8 +99,8 @@ def test_local_source_under_allowed_dir_passes_download_and_sanity(
     snapshot = download(sub.id)
     facts = sanity(sub.id, snapshot)
 
-    assert snapshot["revision"].startswith("sha256-")
-    assert facts["architecture"] == "LlamaForCausalLM"
+    assert snapshot.revision.startswith("sha256-")
+    assert facts.architecture == "LlamaForCausalLM"
     reference = crud.require_submission(submission_id=sub.id).reference
     assert reference and len(reference["prompts"]) == 3
     assert all(p["tokens"] for p in reference["prompts"])

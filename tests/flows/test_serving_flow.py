@@ -96,11 +96,11 @@ def test_parity_mismatch_fails_warmup_and_removes_the_deployment(s3: Any) -> Non
     report = timeline.build(sub.id)
     assert report.status == "failed" and report.failed_stage == "warmup"
     runs = [r for r in crud.stage_runs(submission_id=sub.id) if r.stage == "deploy"]
-    handle = runs[-1].detail["output"]
+    endpoint = runs[-1].detail["output"]["url"]
     assert crud.active_deployment(submission_id=sub.id) is None
-    assert handle["endpoint"]
+    assert endpoint
     with pytest.raises(httpx.HTTPError):
-        httpx.get(f"{handle['endpoint']}/health", timeout=5)
+        httpx.get(f"{endpoint}/health", timeout=5)
     # The bundle is shared with the first test's submission (same content, same key), so
     # the rollback must leave it in place.
     assert any(k.endswith("model.tensors") for k in _objects(s3))
@@ -154,7 +154,7 @@ def test_missed_slo_fails_the_stress_stage_and_rolls_the_deployment_back() -> No
     assert "TTFT" in (report.reason or "")
     assert report.stress is not None and report.stress["passed"] is False
     deploys = [r for r in crud.stage_runs(submission_id=sub.id) if r.stage == "deploy"]
-    endpoint = deploys[-1].detail["output"]["endpoint"]
+    endpoint = deploys[-1].detail["output"]["url"]
     assert crud.active_deployment(submission_id=sub.id) is None
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{endpoint}/health", timeout=5)

@@ -94,35 +94,50 @@ def test_unknown_submission(database: str) -> None:
         lifecycle.transition("missing", Status.downloading)
 
 
-def test_racing_processes_cannot_both_win(database: str) -> None:
-    """Many threads race to move one deployed submission; exactly one succeeds."""
-    sid = _new()
-    for status in lifecycle.PIPELINE[1:]:
-        lifecycle.transition(sid, status)
-    barrier = threading.Barrier(8)
+def _race(sid: str, targets: list[Status], expect: Status) -> tuple[list[Status], int]:
+    """Start len(targets) threads at once, each moving `sid` from `expect`; (wins, losses)."""
+    barrier = threading.Barrier(len(targets))
     wins: list[Status] = []
     losses: list[Exception] = []
 
     def racer(target: Status) -> None:
         barrier.wait()
         try:
-            lifecycle.transition(sid, target)
+            lifecycle.transition(sid, target, expect=expect)
             wins.append(target)
         except IllegalTransition as exc:
             losses.append(exc)
 
-    targets = [Status.inactive, Status.torndown] * 4
     threads = [threading.Thread(target=racer, args=(t,)) for t in targets]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return wins, len(losses)
 
-    # deployed→inactive and deployed→torndown are both legal, and inactive→torndown too,
-    # so at most two can win, and never the same step twice.
-    final = crud.require_submission(submission_id=sid).status
-    assert len(wins) + len(losses) == 8
-    assert len(wins) == len(set(wins)) and 1 <= len(wins) <= 2
-    assert final in (Status.inactive, Status.torndown)
-    if len(wins) == 2:
-        assert wins == [Status.inactive, Status.torndown]
+
+def test_of_racers_from_one_status_exactly_one_wins(database: str) -> None:
+    """Eight users deactivate or tear down the model they all saw deployed: one wins."""
+    sid = _new()
+    for status in lifecycle.PIPELINE[1:]:
+        lifecycle.transition(sid, status)
+
+    wins, losses = _race(sid, [Status.inactive, Status.torndown] * 4, expect=Status.deployed)
+
+    assert len(wins) == 1 and losses == 7
+    assert crud.require_submission(submission_id=sid).status == wins[0]
+
+
+def test_of_runs_starting_one_submission_exactly_one_wins(database: str) -> None:
+    sid = _new()
+
+    wins, losses = _race(sid, [Status.downloading] * 8, expect=Status.submitted)
+
+    assert wins == [Status.downloading] and losses == 7
+
+
+def test_expect_names_what_changed(database: str) -> None:
+    sid = _new()
+    lifecycle.transition(sid, Status.downloading)
+    with pytest.raises(IllegalTransition, match="is downloading, no longer submitted"):
+        lifecycle.transition(sid, Status.failed, expect=Status.submitted)

@@ -24,11 +24,11 @@ def test_flow_passes_and_stores_a_stress_run(server: FakeServer) -> None:
         slo_profile="cpu",
         submission_id=sub.id,
     )
-    assert result["passed"] and result["completed"] == 8
-    assert [s["concurrency"] for s in result["steps"]] == [1, 2]
+    assert result.passed and result.completed == 8
     run = crud.latest_stress_run(submission_id=sub.id)
-    assert run is not None and run.passed and run.failures == []
-    assert run.metrics["median_ttft_ms"] == result["median_ttft_ms"]
+    assert run is not None and run.passed and run.failures == [] and run.id == result.stress_run_id
+    assert [s["concurrency"] for s in run.metrics["steps"]] == [1, 2]
+    assert run.metrics["median_ttft_ms"] == result.median_ttft_ms
     assert run.profile["kind"] == "sweep" and run.endpoint == server.url
 
     async def artifacts() -> list[str]:
