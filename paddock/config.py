@@ -10,7 +10,7 @@ import functools
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings", "reset_settings"]
@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     max_parameters: int = 15_000_000_000
     max_model_bytes: int = 40 * 1024**3
     retry_base_seconds: float = 2.0  # first retry delay; doubles per attempt
+    # The CLI talks to this API (with PADDOCK_API_KEY or the key `paddock login` stored)
+    # instead of the database when it is set.
+    api_url: str | None = None
+    api_key: SecretStr | None = None
 
     @property
     def db_url(self) -> str:
