@@ -114,6 +114,15 @@ class ApiClient:
     def revoke_key(self, prefix: str) -> None:
         self._call("DELETE", f"/developers/me/keys/{quote(prefix, safe='')}")
 
+    # -- any other route (other command modules' resources)
+    def get(self, path: str, *, params: dict[str, Any] | None = None) -> Any:
+        """The JSON body of `GET path`; errors as for every route."""
+        return self._call("GET", path, params=params)
+
+    def post(self, path: str, *, json: Any = None) -> Any:
+        """The JSON body of `POST path` (None for an empty answer)."""
+        return self._call("POST", path, json=json)
+
     # -- plumbing
     def _dict(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         body = self._call(method, path, **kwargs)

@@ -124,7 +124,7 @@ def _stop(submission_id: str, new: Status) -> bool:
         raise IllegalTransition(f"submission {submission_id} is {sub.status}; cannot become {new}")
     stopped = stop_serving(submission_id)
     if sub.status != new:
-        lifecycle.transition(submission_id, new)
+        lifecycle.transition(submission_id, new, expect=sub.status)
     return stopped
 
 
@@ -153,5 +153,5 @@ def redeploy(*, submission_id: str) -> Run:
             f"submission {submission_id} is {sub.status}; only an inactive or torn-down "
             f"model can be redeployed{hint}"
         )
-    lifecycle.transition(submission_id, Status.deploying)
+    lifecycle.transition(submission_id, Status.deploying, expect=REDEPLOYABLE)
     return _start(submission_id)

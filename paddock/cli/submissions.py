@@ -20,7 +20,7 @@ from paddock.params import parse_params
 from paddock.timeline import StageSummary, StatusReport
 
 # Statuses a run does not move on from by itself: following stops there.
-_SETTLED = {str(s) for s in Status} - {str(s) for s in lifecycle.PIPELINE[:-1]}
+_SETTLED = {str(s) for s in lifecycle.SETTLED}
 
 Json = Annotated[bool, typer.Option("--json", help="print the API's JSON")]
 
