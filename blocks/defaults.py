@@ -76,7 +76,7 @@ def serving_target(name: str = SERVING) -> ServingTarget:
         ServingTarget,
         name,
         ServingTarget(
-            backend=s.serving_backend,  # type: ignore[arg-type]
+            backend=s.serving_backend,
             serving_python=str(s.serving_python) if s.serving_python else None,
         ),
     )

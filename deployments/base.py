@@ -77,4 +77,5 @@ def get_backend(name: str, **options: Any) -> ServingBackend:
             f"unknown serving backend {name!r}; choose one of {sorted(_BACKENDS)}"
         ) from None
     cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(**options)
+    backend: ServingBackend = cls(**options)
+    return backend

@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 
 from deployments.base import BackendError, BackendState, ServeSpec
+from deployments.processes import group_members, proc_start, proc_stat, signal_group
 
 __all__ = ["LocalBackend", "DEFAULT_PYTHON"]
 
@@ -174,7 +175,7 @@ class LocalBackend:
             "log_path": str(log_path),
             "started_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "served_name": spec.served_name,
-            "proc_start": _proc_start(proc.pid),
+            "proc_start": proc_start(proc.pid),
             "home": str(home) if home else None,
         }
 
@@ -200,7 +201,7 @@ class LocalBackend:
     # ------------------------------------------------------------------ readiness
 
     def wait_ready(self, handle: dict[str, Any], *, timeout: float) -> str:
-        endpoint = handle["endpoint"]
+        endpoint: str = handle["endpoint"]
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2.0) as client:
             while True:
@@ -260,12 +261,12 @@ class LocalBackend:
     def stop(self, handle: dict[str, Any]) -> None:
         pgid = int(handle["pgid"])
         if pgid > 1 and pgid != os.getpgrp() and self._owns_group(handle):
-            _signal_group(pgid, signal.SIGTERM)
+            signal_group(pgid, signal.SIGTERM)
             if not self._wait_group_gone(handle, self.stop_grace):
-                _signal_group(pgid, signal.SIGKILL)
+                signal_group(pgid, signal.SIGKILL)
                 if not self._wait_group_gone(handle, 10.0):
                     raise BackendError(
-                        f"processes of group {pgid} survived SIGKILL: {_group_members(pgid)}"
+                        f"processes of group {pgid} survived SIGKILL: {group_members(pgid)}"
                     )
         self._reap(handle)
         if handle.get("home"):
@@ -290,7 +291,7 @@ class LocalBackend:
         proc = self._procs.get(pid)
         if proc is not None:
             return proc.poll() is None
-        state, start = _proc_stat(pid)
+        state, start = proc_stat(pid)
         if state is None or state in ("Z", "X"):
             return False
         expected = handle.get("proc_start")
@@ -299,17 +300,17 @@ class LocalBackend:
     def _owns_group(self, handle: dict[str, Any]) -> bool:
         """False if the leader pid was reused by an unrelated process (skip the kill)."""
         pid = int(handle["pid"])
-        state, start = _proc_stat(pid)
+        state, start = proc_stat(pid)
         if state is None or state in ("Z", "X") or handle.get("proc_start") is None:
             return True  # leader gone (or unknown): the group may still hold its children
-        return start == handle["proc_start"]
+        return bool(start == handle["proc_start"])
 
     def _wait_group_gone(self, handle: dict[str, Any], timeout: float) -> bool:
         pgid = int(handle["pgid"])
         deadline = time.monotonic() + timeout
         while True:
             self._reap_nowait(handle)
-            if not _group_members(pgid):
+            if not group_members(pgid):
                 return True
             if time.monotonic() > deadline:
                 return False
@@ -362,52 +363,3 @@ def _tail(path: Path, lines: int) -> str:
     except OSError:
         return ""
     return "\n".join(data.splitlines()[-lines:])
-
-
-def _proc_stat(pid: int) -> tuple[str | None, int | None]:
-    """(state letter, start time in clock ticks) of `pid`, or (None, None) if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None, None
-        except PermissionError:
-            pass
-        return ("R" if not Path("/proc").is_dir() else None), None
-    fields = raw[raw.rfind(")") + 2 :].split()
-    return fields[0], int(fields[19])
-
-
-def _proc_start(pid: int) -> int | None:
-    return _proc_stat(pid)[1]
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group `pgid`."""
-    if not Path("/proc").is_dir():  # not Linux: ask the kernel directly
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        except PermissionError:
-            pass
-        return [pgid]
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,8 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=lambda: Path.home() / ".paddock")
     database_url: str | None = None
+    # HMAC key for user ids (paddock.privacy); unset: a random key kept in HOME/user-hash.key.
+    user_hash_secret: SecretStr | None = None
     # Seeds for the blocks (used only when a block does not exist yet).
     hub_endpoint: str | None = Field(default=None, validation_alias="HF_ENDPOINT")
     hub_token: str | None = Field(default=None, validation_alias="HF_TOKEN")
@@ -28,7 +31,7 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
-    serving_backend: str = "local"
+    serving_backend: Literal["local", "kubernetes"] = "local"
     serving_python: Path | None = None  # python of the serving environment (.venv-serving)
     # Local-directory sources are refused unless they sit under one of these roots.
     allowed_source_dirs: list[Path] = Field(default_factory=list)
@@ -37,6 +40,13 @@ class Settings(BaseSettings):
     max_parameters: int = 15_000_000_000
     max_model_bytes: int = 40 * 1024**3
     retry_base_seconds: float = 2.0  # first retry delay; doubles per attempt
+    # Chat side: the router sends users to the model furthest from this many ratings; a
+    # model marked down is probed (GET /health) at most every `router_reprobe_s`.
+    router_target_feedback: int = 20
+    router_probe_timeout_s: float = 1.0
+    router_reprobe_s: float = 2.0
+    relay_connect_timeout_s: float = 5.0
+    relay_read_timeout_s: float = 60.0  # the longest silence inside a reply's stream
     # The CLI talks to this API (with PADDOCK_API_KEY or the key `paddock login` stored)
     # instead of the database when it is set.
     api_url: str | None = None

@@ -1,7 +1,9 @@
 """Generation parameters and the prompt formatter, validated as Chai's client does.
 
 Unknown keys are refused rather than ignored: a typo such as `temprature` would otherwise
-serve a model with settings its developer never chose.
+serve a model with settings its developer never chose. Chai's `best_of` is not offered:
+the serving engine (vLLM's V1 engine) no longer supports it, and a parameter that is
+accepted must be applied.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ class GenerationParams(BaseModel):
     stopping_words: list[str] = Field(default_factory=lambda: ["\n"])
     max_input_tokens: int = Field(1024, gt=0, le=4096)
     max_output_tokens: int = Field(64, gt=0, le=4096)
-    best_of: int = Field(1, ge=1, le=16)
 
     @field_validator("stopping_words")
     @classmethod
@@ -51,14 +52,16 @@ class GenerationParams(BaseModel):
     def serving_defaults(self) -> dict[str, Any]:
         """vLLM's `--override-generation-config`: the defaults the server applies to any
         request that does not set them, so clients calling the endpoint directly get the
-        developer's choices too (stop words are per request: vLLM has no default for them)."""
+        developer's choices too. Not the output length: vLLM treats a configured
+        `max_new_tokens` as a ceiling on every request, which would also cap the parity
+        check and the stress profile; the relay sends `max_tokens` per request instead,
+        as it sends the stop words (vLLM has no server default for those)."""
         return {
             "temperature": self.temperature,
             "top_p": self.top_p,
             "top_k": self.top_k,
             "presence_penalty": self.presence_penalty,
             "frequency_penalty": self.frequency_penalty,
-            "max_new_tokens": self.max_output_tokens,
         }
 
 

@@ -183,7 +183,8 @@ class S3Store:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise TransientError(f"cannot read the model store: {exc}") from exc
-        return json.loads(body["Body"].read())
+        manifest: dict[str, Any] = json.loads(body["Body"].read())
+        return manifest
 
     def put_bundle(
         self, local_dir: Path, manifest: dict[str, Any], progress: Progress | None = None

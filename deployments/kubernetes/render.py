@@ -259,6 +259,11 @@ def _vllm_args(spec: ServeSpec, gpus: int, s3_endpoint: str) -> tuple[str, ...]:
     if gpus == 0 and "--enforce-eager" not in spec.extra_args:
         # No graph capture: on CPU it takes most of vLLM's start-up (~106 s -> ~35 s).
         args.append("--enforce-eager")
+    if spec.generation_defaults:
+        args += [
+            "--override-generation-config",
+            json.dumps(spec.generation_defaults, separators=(",", ":")),
+        ]
     args += [str(a) for a in spec.extra_args]
     return tuple(args)
 

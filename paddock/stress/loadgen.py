@@ -152,12 +152,9 @@ async def send_chat(
                             break
                         msg = buf[:i]
                         buf = buf[i + 2 :]
-                        if msg.startswith(b"data: "):
-                            data = msg[6:]
-                        else:
-                            data = _data_of(msg)
-                            if data is None:
-                                continue  # comment/ping or an event without data
+                        data = msg[6:] if msg.startswith(b"data: ") else _data_of(msg)
+                        if data is None:
+                            continue  # comment/ping or an event without data
                         if data == b"[DONE]":
                             done = True
                             break
@@ -422,4 +419,5 @@ def run_load_sync(*args: Any, **kwargs: Any) -> list[StepRun]:
     t.join()
     if "error" in box:
         raise box["error"]
-    return box["value"]
+    runs: list[StepRun] = box["value"]
+    return runs

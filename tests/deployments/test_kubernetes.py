@@ -147,6 +147,7 @@ def make_spec(submission_id: str = "4f1c2d3e-0000-4000-8000-0123456789ab", **kw:
         s3_endpoint="http://minio.storage:9000",
         dtype="float32",
         max_model_len=1024,
+        generation_defaults={"temperature": 0.7, "top_k": 40},
         # The local backend's way of passing S3 keys; must never reach a manifest.
         env={
             "S3_ACCESS_KEY_ID": SECRET_VALUES[0],
@@ -285,6 +286,7 @@ def test_rendered_pod_runs_vllm_from_s3_with_secret_references(kserve: bool) -> 
         "1024",
     )
     assert "--enforce-eager" in args  # CPU
+    assert json.loads(arg("--override-generation-config")) == {"temperature": 0.7, "top_k": 40}
     env_names = {e["name"] for e in vllm["env"]}
     assert "VLLM_LOGGING_LEVEL" in env_names
     assert not env_names & {"S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"}

@@ -7,6 +7,7 @@ config/tokenizer files) through the ``paddock-serving`` plugin in ``.venv-servin
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -19,7 +20,8 @@ import httpx
 import pytest
 
 from deployments.base import BackendError, ServeSpec, get_backend
-from deployments.local import DEFAULT_PYTHON, LocalBackend, _group_members
+from deployments.local import DEFAULT_PYTHON, LocalBackend
+from deployments.processes import group_members
 from paddock.bundle import write_bundle
 from paddock.parity import check_parity, reference_from_model
 from paddock.testkit.tiny_model import build_tiny_llama
@@ -68,13 +70,22 @@ def servers(tiny_bundle: Path, bad_bundle: Path, log_dir: Path):
     - "bind": a server told to use a port that is already taken (with the backend's own
       port check disabled), so vLLM itself fails to bind.
     """
-    if not DEFAULT_PYTHON.exists():
+    if not DEFAULT_PYTHON.exists() and os.environ.get("CI") != "true":
         pytest.skip(f"serving venv missing ({DEFAULT_PYTHON})")
     import deployments.local as local
 
     backend = get_backend("local", log_dir=log_dir)
     t0 = time.monotonic()
-    handle = backend.start(ServeSpec("sub-tiny", "tiny", str(tiny_bundle), max_model_len=512))
+    # The developer's generation parameters as the server's defaults: a client that sets
+    # no temperature gets the submission's (greedy here), not vLLM's 1.0.
+    spec = ServeSpec(
+        "sub-tiny",
+        "tiny",
+        str(tiny_bundle),
+        max_model_len=512,
+        generation_defaults={"temperature": 0.0},
+    )
+    handle = backend.start(spec)
     first_status = backend.status(handle)
 
     bad_backend = LocalBackend(log_dir=log_dir)
@@ -103,7 +114,7 @@ def servers(tiny_bundle: Path, bad_bundle: Path, log_dir: Path):
     finally:
         for b, h in started:
             b.stop(h)
-            assert _group_members(h["pgid"]) == []
+            assert group_members(h["pgid"]) == []
         holder.close()
     assert backend.status(handle) == "stopped"
 
@@ -136,6 +147,20 @@ def test_ready_and_chat(server) -> None:
     body = r.json()
     assert body["usage"]["completion_tokens"] >= 1
     assert "paddock_serving" in backend.logs(handle, lines=10_000)  # the plugin ran
+    # Four samples and no temperature: vLLM refuses n > 1 only for greedy sampling, so
+    # the refusal shows the served default (temperature 0) applied, not vLLM's own 1.0.
+    plain = httpx.post(
+        f"{endpoint}/v1/completions",
+        json={"model": "tiny", "prompt": "Once", "n": 4, "max_tokens": 8},
+        timeout=60,
+    )
+    assert plain.status_code == 400 and "greedy" in plain.text, plain.text
+    sampled = httpx.post(
+        f"{endpoint}/v1/completions",
+        json={"model": "tiny", "prompt": "Once", "n": 4, "max_tokens": 8, "temperature": 1.0},
+        timeout=60,
+    )
+    assert sampled.status_code == 200, sampled.text  # a request's own value still wins
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +204,7 @@ def test_bad_tensors_fail_with_log_tail(servers) -> None:
         backend.wait_ready(handle, timeout=180)
     assert "exited" in str(err.value)
     assert err.value.log_tail  # the reason is in the log
-    assert _group_members(handle["pgid"]) == []  # nothing left behind
+    assert group_members(handle["pgid"]) == []  # nothing left behind
     assert backend.status(handle) == "stopped"
     backend.stop(handle)  # idempotent
 
@@ -201,7 +226,7 @@ def test_vllm_bind_failure_is_reported(servers) -> None:
     backend, handle, port = servers["bind"]
     with pytest.raises(BackendError, match=f"port {port} is already in use"):
         backend.wait_ready(handle, timeout=120)
-    assert _group_members(handle["pgid"]) == []
+    assert group_members(handle["pgid"]) == []
 
 
 def test_dead_process_status_and_idempotent_stop(tiny_bundle: Path, log_dir: Path) -> None:
@@ -244,13 +269,13 @@ def test_stop_kills_the_whole_group_and_status_transitions(tmp_path: Path) -> No
     }  # fmt: skip
     backend = LocalBackend(stop_grace=1.0)
     deadline = time.monotonic() + 10
-    while len(_group_members(proc.pid)) < 2 and time.monotonic() < deadline:
+    while len(group_members(proc.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert backend.status(handle) == "starting"  # alive, endpoint not answering
     backend.stop(handle)  # SIGTERM ignored by the leader -> SIGKILL after the grace
     proc.wait(timeout=5)
     assert proc.returncode == -signal.SIGKILL
-    assert _group_members(proc.pid) == []
+    assert group_members(proc.pid) == []
     assert backend.status(handle) == "stopped"
 
 

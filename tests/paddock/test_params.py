@@ -12,7 +12,7 @@ def test_defaults_and_coercion() -> None:
     )
     assert params["temperature"] == 0.5 and params["top_k"] == 20
     assert params["stopping_words"] == ["\n", "User:"]
-    assert params["top_p"] == 1.0 and params["best_of"] == 1
+    assert params["top_p"] == 1.0 and "best_of" not in params
 
 
 @pytest.mark.parametrize(
@@ -25,7 +25,7 @@ def test_defaults_and_coercion() -> None:
         (["presence_penalty=3"], "presence_penalty"),
         (["frequency_penalty=-2.5"], "frequency_penalty"),
         (["max_input_tokens=5000"], "max_input_tokens"),
-        (["best_of=17"], "best_of"),
+        (["best_of=2"], "best_of: unknown parameter"),
         (["temprature=0.5"], "unknown parameter"),
         (["temperature=hot"], "temperature"),
     ],
