@@ -1,0 +1,609 @@
+"""Reads and writes for the chat side: conversations, turns, ratings, votes and model health.
+
+Same habits as `crud`: keyword-only functions, one short session each, and every write
+that is accepted is committed before the function returns (so a 2xx means it is stored).
+Nothing here stores a user id or a raw text: ids go through `privacy.hash_user` and texts
+through `privacy.scrub` inside these functions, so no caller can forget to.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Integer, cast, func, or_, update
+from sqlalchemy import select as sa_select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, SQLModel, col, select
+
+from paddock import privacy
+from paddock.db import session_scope
+from paddock.errors import IllegalTransition, NotFound, Rejected, TransientError
+from paddock.models import (
+    Battle,
+    Conversation,
+    ConversationMode,
+    Deployment,
+    Feedback,
+    Message,
+    ModelHealth,
+    Status,
+    Submission,
+    utcnow,
+)
+
+__all__ = [
+    "AlreadyRated",
+    "WrongMode",
+    "Served",
+    "VOTES",
+    "start_conversation",
+    "get_conversation",
+    "require_conversation",
+    "add_user_message",
+    "add_reply",
+    "history",
+    "last_reply",
+    "end_with_feedback",
+    "record_battle",
+    "feedback_of",
+    "feedback_counts",
+    "retry_count",
+    "SampledConversation",
+    "sample_conversations",
+    "messages_of",
+    "served_models",
+    "require_served",
+    "mark_down",
+    "mark_up",
+    "health_of",
+]
+
+VOTES = ("model_a", "model_b", "tie", "tie (bothbad)")
+
+log = logging.getLogger(__name__)
+
+
+class AlreadyRated(IllegalTransition):
+    """A conversation takes one rating; a second one (a double click, a retry) is refused."""
+
+
+class WrongMode(Rejected):
+    """An action that belongs to another kind of conversation (a vote outside an arena)."""
+
+
+# --------------------------------------------------------------------------- conversations
+
+
+def start_conversation(
+    *,
+    mode: ConversationMode,
+    user_id: str,
+    submission_id: str,
+    model_b_id: str | None = None,
+    consent: bool = False,
+    route: dict[str, Any] | None = None,
+    turns: Sequence[tuple[str, str]] = (),
+) -> Conversation:
+    """Store a new conversation, with ``turns`` (role, text) that came with its first
+    request (an OpenAI-style client sends its history) in the same transaction; their
+    replies were not written here, so they carry no model."""
+    if (mode == ConversationMode.arena) != (model_b_id is not None):
+        raise ValueError("an arena conversation has two models; the other modes have one")
+    conv = Conversation(
+        mode=mode,
+        user_hash=privacy.hash_user(user_id),
+        submission_id=submission_id,
+        model_b_id=model_b_id,
+        consent=consent,
+        route=route or {},
+    )
+    with session_scope() as session:
+        session.add(conv)
+        session.flush()  # the conversation row first: the turns refer to it
+        for role, text in turns:
+            role = "user" if role == "user" else "assistant"
+            session.add(Message(conversation_id=conv.id, role=role, content=privacy.scrub(text)))
+    return conv
+
+
+def get_conversation(*, conversation_id: str) -> Conversation | None:
+    with session_scope() as session:
+        return session.get(Conversation, conversation_id)
+
+
+def require_conversation(*, conversation_id: str) -> Conversation:
+    conv = get_conversation(conversation_id=conversation_id)
+    if conv is None:
+        raise NotFound(f"no conversation {conversation_id!r}; start one first")
+    return conv
+
+
+def _open(session: Session, conversation_id: str) -> Conversation:
+    conv = session.get(Conversation, conversation_id)
+    if conv is None:
+        raise NotFound(f"no conversation {conversation_id!r}; start one first")
+    if conv.ended_at is not None:
+        raise IllegalTransition(
+            f"conversation {conversation_id!r} has ended (it was rated); start a new one"
+        )
+    return conv
+
+
+def add_user_message(*, conversation_id: str, content: str) -> Message:
+    with session_scope() as session:
+        _open(session, conversation_id)
+        msg = Message(conversation_id=conversation_id, role="user", content=privacy.scrub(content))
+        session.add(msg)
+    return msg
+
+
+def add_reply(
+    *,
+    conversation_id: str,
+    submission_id: str | None,
+    content: str,
+    side: str | None = None,
+    ttft_ms: float | None = None,
+    latency_ms: float | None = None,
+    output_tokens: int | None = None,
+    error: str | None = None,
+    regenerated: bool = False,
+) -> Message:
+    """Store a model's reply (or its failed attempt, with ``error``; or, without a
+    ``submission_id``, an earlier reply an OpenAI-style client sent as context).
+
+    With ``regenerated`` the reply it replaces is marked superseded in the same
+    transaction, so a conversation never shows two live answers to one message, nor none
+    because a regeneration failed half-way (a failed one supersedes nothing).
+    """
+    with session_scope() as session:
+        _open(session, conversation_id)
+        if regenerated and error is None:
+            session.execute(
+                update(Message)
+                .where(col(Message.conversation_id) == conversation_id)
+                .where(col(Message.role) == "assistant")
+                .where(col(Message.side).is_(None) if side is None else col(Message.side) == side)
+                .where(col(Message.superseded).is_(False))
+                .where(col(Message.id) > _last_user_id(session, conversation_id))
+                .values(superseded=True)
+            )
+        msg = Message(
+            conversation_id=conversation_id,
+            role="assistant",
+            content=privacy.scrub(content),
+            submission_id=submission_id,
+            side=side,
+            regenerated=regenerated,
+            ttft_ms=ttft_ms,
+            latency_ms=latency_ms,
+            output_tokens=output_tokens,
+            error=error,
+        )
+        session.add(msg)
+    return msg
+
+
+def _last_user_id(session: Session, conversation_id: str) -> int:
+    last = session.exec(
+        select(func.max(Message.id)).where(
+            Message.conversation_id == conversation_id, Message.role == "user"
+        )
+    ).one()
+    return int(last or 0)
+
+
+def history(*, conversation_id: str, side: str | None = None) -> list[Message]:
+    """The turns a model sees: user messages and the live, successful replies of one side."""
+    with session_scope() as session:
+        query = (
+            select(Message)
+            .where(Message.conversation_id == conversation_id)
+            .where(col(Message.superseded).is_(False), col(Message.error).is_(None))
+            .order_by(col(Message.id))
+        )
+        if side is not None:
+            query = query.where(or_(col(Message.role) == "user", col(Message.side) == side))
+        return list(session.exec(query))
+
+
+def last_reply(*, conversation_id: str, side: str | None = None) -> Message | None:
+    """The live reply to the newest user message, if there is one."""
+    turns = history(conversation_id=conversation_id, side=side)
+    return turns[-1] if turns and turns[-1].role == "assistant" else None
+
+
+def messages_of(*, conversation_id: str) -> list[Message]:
+    with session_scope() as session:
+        return list(
+            session.exec(
+                select(Message)
+                .where(Message.conversation_id == conversation_id)
+                .order_by(col(Message.id))
+            )
+        )
+
+
+# --------------------------------------------------------------------------- ratings
+
+
+def end_with_feedback(*, conversation_id: str, thumbs_up: bool, text: str | None) -> Feedback:
+    """Rate a conversation and end it; a second rating is refused (`AlreadyRated`), even
+    when two arrive at the same moment from different processes (the unique constraint).
+
+    Ratings arrive in bursts (a chat app's users finishing at once), so concurrent calls
+    share one transaction — a group commit: whoever finds no write under way writes
+    every rating waiting, and each caller returns once the transaction holding its rating
+    has committed. One fsync then serves many ratings instead of one.
+    """
+    pending = _Rating(conversation_id, thumbs_up, privacy.scrub(text) if text else None)
+    _ratings.submit(pending)
+    if pending.error is not None:
+        raise pending.error
+    assert pending.result is not None
+    return pending.result
+
+
+@dataclass(slots=True)
+class _Rating:
+    conversation_id: str
+    thumbs_up: bool
+    text: str | None
+    result: Feedback | None = None
+    error: Exception | None = None
+    done: bool = False
+    wake: threading.Event = field(default_factory=threading.Event)
+
+
+class _GroupCommit:
+    """Writes whatever is queued in one transaction; callers wait for their own batch.
+
+    One caller at a time leads: it takes the queue, writes it, wakes the callers it wrote
+    for, and hands the lead to the first caller still waiting (each waiter has its own
+    event, so a batch wakes exactly the callers it served, not every waiting thread).
+    """
+
+    def __init__(self, write: Callable[[list[_Rating]], None], max_batch: int = 256) -> None:
+        self._write = write
+        self._max = max_batch
+        self._lock = threading.Lock()
+        self._queue: list[_Rating] = []
+        self._writing = False
+
+    def submit(self, item: _Rating) -> None:
+        with self._lock:
+            self._queue.append(item)
+            lead = not self._writing
+            self._writing = True
+        if not lead:
+            item.wake.wait()
+            if item.done:
+                return
+        while True:  # leading: write batches until this caller's rating is among them
+            with self._lock:
+                batch = self._queue[: self._max]
+                del self._queue[: self._max]
+            self._run(batch)
+            with self._lock:
+                if not self._queue:
+                    self._writing = False
+                    return
+                if item.done:
+                    self._queue[0].wake.set()  # the next waiter leads; done stays False
+                    return
+
+    def _run(self, batch: list[_Rating]) -> None:
+        try:
+            self._write(batch)
+        except Exception as exc:
+            log.exception("writing %d ratings failed", len(batch))
+            for it in batch:
+                failed = TransientError(
+                    f"the rating could not be stored ({type(exc).__name__}); try again"
+                )
+                failed.__cause__ = exc
+                it.error = failed
+        for it in batch:
+            it.done = True
+            it.wake.set()
+
+
+def _write_ratings(batch: list[_Rating]) -> None:
+    """One transaction for a batch: one read of the conversations, one multi-row insert
+    that skips conversations rated meanwhile (by another process), one update."""
+    now = utcnow()
+    ids = list({r.conversation_id for r in batch})
+    outcome: dict[int, Exception] = {}
+    rows: list[dict[str, Any]] = []
+    with session_scope() as session:
+        found = {
+            row.id: row
+            for row in session.execute(
+                sa_select(
+                    col(Conversation.id),
+                    col(Conversation.mode),
+                    col(Conversation.submission_id),
+                    col(Conversation.user_hash),
+                    col(Conversation.ended_at),
+                ).where(col(Conversation.id).in_(ids))
+            )
+        }
+        claimed: set[str] = set()
+        for i, r in enumerate(batch):
+            conv = found.get(r.conversation_id)
+            if conv is None:
+                outcome[i] = NotFound(f"no conversation {r.conversation_id!r}")
+            elif conv.mode == ConversationMode.arena:
+                outcome[i] = WrongMode("an arena conversation is rated by a vote, not thumbs")
+            elif conv.ended_at is not None or r.conversation_id in claimed:
+                outcome[i] = _already(r.conversation_id)
+            else:
+                claimed.add(r.conversation_id)
+                rows.append(
+                    {
+                        "conversation_id": r.conversation_id,
+                        "submission_id": conv.submission_id,
+                        "user_hash": conv.user_hash,
+                        "thumbs_up": r.thumbs_up,
+                        "text": r.text,
+                        "created_at": now,
+                    }
+                )
+        inserted: dict[str, int] = {}
+        if rows:
+            dialect = session.get_bind().dialect.name
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            table = SQLModel.metadata.tables[Feedback.__tablename__]  # Core: no ORM objects
+            stmt = (
+                insert(table)
+                .on_conflict_do_nothing(index_elements=["conversation_id"])
+                .returning(table.c.id, table.c.conversation_id)
+            )
+            # One statement compiled once; the driver sends the rows as multi-row VALUES.
+            inserted = {cid: fid for fid, cid in session.connection().execute(stmt, rows)}
+            if inserted:
+                session.execute(
+                    update(Conversation)
+                    .where(col(Conversation.id).in_(list(inserted)))
+                    .values(ended_at=now)
+                )
+    by_conversation = {row["conversation_id"]: row for row in rows}
+    for i, r in enumerate(batch):
+        if i in outcome:
+            r.error = outcome[i]
+        elif r.conversation_id in inserted:  # a batch's duplicates are refused above
+            # Built without validation: the row was just stored from validated values.
+            r.result = Feedback.model_construct(
+                id=inserted[r.conversation_id], **by_conversation[r.conversation_id]
+            )
+        else:
+            r.error = _already(r.conversation_id)
+
+
+def _already(conversation_id: str) -> AlreadyRated:
+    return AlreadyRated(
+        f"conversation {conversation_id!r} already has its rating; one per conversation"
+    )
+
+
+_ratings = _GroupCommit(_write_ratings)
+
+
+def record_battle(*, conversation_id: str, winner: str) -> Battle:
+    if winner not in VOTES:
+        raise Rejected(f"a vote is one of {', '.join(VOTES)}; got {winner!r}")
+    try:
+        with session_scope() as session:
+            conv = session.get(Conversation, conversation_id)
+            if conv is None:
+                raise NotFound(f"no conversation {conversation_id!r}")
+            if conv.mode != ConversationMode.arena or conv.model_b_id is None:
+                raise WrongMode("only an arena conversation takes a vote; rate this one instead")
+            battle = Battle(
+                conversation_id=conversation_id,
+                model_a=conv.submission_id,
+                model_b=conv.model_b_id,
+                winner=winner,
+                user_hash=conv.user_hash,
+            )
+            conv.ended_at = utcnow()
+            session.add(battle)
+            session.add(conv)
+            session.flush()
+    except IntegrityError as exc:
+        raise AlreadyRated(
+            f"conversation {conversation_id!r} already has its vote; one per conversation"
+        ) from exc
+    return battle
+
+
+def feedback_of(*, submission_id: str, limit: int = 100) -> list[Feedback]:
+    with session_scope() as session:
+        return list(
+            session.exec(
+                select(Feedback)
+                .where(Feedback.submission_id == submission_id)
+                .order_by(col(Feedback.created_at).desc(), col(Feedback.id).desc())
+                .limit(limit)
+            )
+        )
+
+
+def feedback_counts(*, submission_ids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    """(ratings, thumbs up, arena votes taken part in) per submission, zeros included."""
+    out = {sid: (0, 0, 0) for sid in submission_ids}
+    if not out:
+        return out
+    with session_scope() as session:
+        rows = session.exec(
+            select(
+                Feedback.submission_id,
+                func.count(),
+                func.sum(cast(col(Feedback.thumbs_up), Integer)),
+            )
+            .where(col(Feedback.submission_id).in_(out))
+            .group_by(Feedback.submission_id)
+        ).all()
+        for sid, n, ups in rows:
+            out[sid] = (int(n), int(ups or 0), 0)
+        for column in (Battle.model_a, Battle.model_b):
+            for sid, n in session.exec(
+                select(column, func.count()).where(col(column).in_(out)).group_by(column)
+            ).all():
+                total, ups, votes = out[sid]
+                out[sid] = (total, ups, votes + int(n))
+    return out
+
+
+def retry_count(*, submission_id: str) -> int:
+    """How often users asked this model for another answer (regenerated replies)."""
+    with session_scope() as session:
+        return int(
+            session.exec(
+                select(func.count())
+                .select_from(Message)
+                .where(Message.submission_id == submission_id)
+                .where(col(Message.regenerated).is_(True))
+            ).one()
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SampledConversation:
+    conversation: Conversation
+    messages: list[Message]
+    feedback: Feedback | None
+
+
+def sample_conversations(*, submission_id: str, limit: int = 10) -> list[SampledConversation]:
+    """A random sample of the conversations users agreed to share, with this model's side
+    only (an arena's other model is someone else's)."""
+    with session_scope() as session:
+        convs = list(
+            session.exec(
+                select(Conversation)
+                .where(
+                    or_(
+                        col(Conversation.submission_id) == submission_id,
+                        col(Conversation.model_b_id) == submission_id,
+                    )
+                )
+                .where(col(Conversation.consent).is_(True))
+                .order_by(func.random())
+                .limit(limit)
+            )
+        )
+        out = []
+        for conv in convs:
+            side = None
+            if conv.mode == ConversationMode.arena:
+                side = "a" if conv.submission_id == submission_id else "b"
+            query = (
+                select(Message).where(Message.conversation_id == conv.id).order_by(col(Message.id))
+            )
+            if side is not None:
+                query = query.where(or_(col(Message.role) == "user", col(Message.side) == side))
+            fb = session.exec(select(Feedback).where(Feedback.conversation_id == conv.id)).first()
+            out.append(SampledConversation(conv, list(session.exec(query)), fb))
+    out.sort(key=lambda s: s.conversation.created_at)
+    return out
+
+
+# --------------------------------------------------------------------------- served models
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A deployed submission and where its active deployment answers."""
+
+    submission: Submission
+    endpoint: str
+    served_name: str
+
+
+def served_models(*, ids: Iterable[str] | None = None) -> list[Served]:
+    """Deployed submissions with an active deployment that has an endpoint, newest first."""
+    with session_scope() as session:
+        query = (
+            select(Submission, Deployment)
+            .join(Deployment, col(Deployment.submission_id) == col(Submission.id))
+            .where(Submission.status == Status.deployed)
+            .where(col(Deployment.active).is_(True), col(Deployment.endpoint).is_not(None))
+            .order_by(col(Submission.created_at).desc(), col(Deployment.id).desc())
+        )
+        if ids is not None:
+            query = query.where(col(Submission.id).in_(list(ids)))
+        seen: set[str] = set()
+        out = []
+        for sub, dep in session.exec(query).all():
+            if sub.id in seen:
+                continue  # an older active row of the same submission
+            seen.add(sub.id)
+            assert dep.endpoint is not None
+            name = str(dep.handle.get("served_name") or sub.display_name)
+            out.append(Served(sub, dep.endpoint, name))
+        return out
+
+
+def require_served(*, submission_id: str) -> Served:
+    """The model a conversation talks to, or NotFound once it is no longer served."""
+    found = served_models(ids=[submission_id])
+    if not found:
+        raise NotFound(
+            f"model {submission_id!r} is not being served (unknown, or taken down); "
+            "start a new conversation"
+        )
+    return found[0]
+
+
+# --------------------------------------------------------------------------- health
+
+
+def _set_health(submission_id: str, *, healthy: bool, error: str | None) -> None:
+    now = utcnow()
+    for _ in range(2):  # a concurrent first insert wins the unique constraint: then update
+        try:
+            with session_scope() as session:
+                result = session.execute(
+                    update(ModelHealth)
+                    .where(col(ModelHealth.submission_id) == submission_id)
+                    .values(healthy=healthy, error=error, checked_at=now)
+                )
+                if getattr(result, "rowcount", 0) == 0:
+                    session.add(
+                        ModelHealth(
+                            submission_id=submission_id,
+                            healthy=healthy,
+                            error=error,
+                            checked_at=now,
+                        )
+                    )
+            return
+        except IntegrityError:
+            continue
+    raise IllegalTransition(f"could not record the health of {submission_id!r}")
+
+
+def mark_down(*, submission_id: str, error: str) -> None:
+    """Take a model out of the router's choices until a probe finds it answering."""
+    _set_health(submission_id, healthy=False, error=error[:500])
+
+
+def mark_up(*, submission_id: str) -> None:
+    _set_health(submission_id, healthy=True, error=None)
+
+
+def health_of(*, submission_ids: Sequence[str]) -> dict[str, ModelHealth]:
+    """Health rows by submission; a model without one has never failed (healthy)."""
+    if not submission_ids:
+        return {}
+    with session_scope() as session:
+        rows = session.exec(
+            select(ModelHealth).where(col(ModelHealth.submission_id).in_(list(submission_ids)))
+        )
+        return {row.submission_id: row for row in rows}

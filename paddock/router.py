@@ -1,0 +1,218 @@
+"""Which model a new conversation talks to: the healthy one that most needs ratings.
+
+New models need feedback most, so the router ranks every served model by how far it is
+from a target number of ratings (thumbs and arena votes together), and breaks ties by
+age, newest first. Once every model has reached the target they all tie, and the newest
+wins: fresh submissions are what the beta is for.
+
+A model the relay marked down is left out until it answers a probe (GET /health with a
+short timeout, at most once per `router_reprobe_s` so a dead endpoint does not slow every
+new conversation). Each decision carries its explanation — the candidates, their counts,
+ages and health, and why the winner won — which is stored on the conversation and shown
+by `paddock route --explain`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from paddock import conversations
+from paddock.config import get_settings
+from paddock.conversations import Served
+from paddock.errors import TransientError
+from paddock.models import utcnow
+
+__all__ = [
+    "NoModelAvailable",
+    "RoutePolicy",
+    "Candidate",
+    "RouteDecision",
+    "choose",
+    "choose_sync",
+    "named",
+]
+
+
+class NoModelAvailable(TransientError):
+    """No served model is healthy right now (or fewer than an arena needs)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    target_feedback: int
+    probe_timeout_s: float
+    reprobe_s: float
+
+    @classmethod
+    def from_settings(cls) -> RoutePolicy:
+        s = get_settings()
+        return cls(s.router_target_feedback, s.router_probe_timeout_s, s.router_reprobe_s)
+
+
+class Candidate(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    submission_id: str
+    name: str
+    ratings: int  # thumbs + arena votes
+    needed: int  # ratings still missing to reach the target
+    age_s: float
+    healthy: bool
+    health: str  # "ok", "recovered (probe answered)", or why it is out
+
+
+class RouteDecision(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    mode: Literal["beta", "arena", "api"]
+    chosen: list[str]  # one submission id, or two for an arena (A then B)
+    target_feedback: int
+    candidates: list[Candidate]  # ranked, best first; unhealthy ones last
+    reason: str
+    decided_at: datetime
+
+
+def _rank_key(c: Candidate) -> tuple[bool, int, float, str]:
+    return (not c.healthy, -c.needed, c.age_s, c.submission_id)
+
+
+async def _probe(client: httpx.AsyncClient, endpoint: str, timeout_s: float) -> str | None:
+    """None when the endpoint answers /health with 200, else why not."""
+    try:
+        resp = await client.get(endpoint.rstrip("/") + "/health", timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        return f"probe failed: {type(exc).__name__}"
+    return None if resp.status_code == 200 else f"probe answered HTTP {resp.status_code}"
+
+
+async def _health(
+    client: httpx.AsyncClient, served: list[Served], policy: RoutePolicy
+) -> dict[str, tuple[bool, str]]:
+    ids = [s.submission.id for s in served]
+    rows = await asyncio.to_thread(conversations.health_of, submission_ids=ids)
+    now = utcnow()
+    out: dict[str, tuple[bool, str]] = {}
+    to_probe: list[Served] = []
+    for s in served:
+        row = rows.get(s.submission.id)
+        if row is None or row.healthy:
+            out[s.submission.id] = (True, "ok")
+            continue
+        checked = row.checked_at.replace(tzinfo=row.checked_at.tzinfo or UTC)
+        if (now - checked).total_seconds() < policy.reprobe_s:
+            out[s.submission.id] = (False, f"down: {row.error} (probed again shortly)")
+        else:
+            to_probe.append(s)
+    results = await asyncio.gather(
+        *(_probe(client, s.endpoint, policy.probe_timeout_s) for s in to_probe)
+    )
+    for s, problem in zip(to_probe, results, strict=True):
+        sid = s.submission.id
+        if problem is None:
+            await asyncio.to_thread(conversations.mark_up, submission_id=sid)
+            out[sid] = (True, "recovered (probe answered)")
+        else:
+            error = rows[sid].error or "down"
+            await asyncio.to_thread(conversations.mark_down, submission_id=sid, error=error)
+            out[sid] = (False, f"down: {error}; {problem}")
+    return out
+
+
+async def choose(
+    client: httpx.AsyncClient,
+    *,
+    mode: Literal["beta", "arena", "api"] = "beta",
+    policy: RoutePolicy | None = None,
+) -> RouteDecision:
+    """Pick one model (two distinct ones for an arena) or raise NoModelAvailable."""
+    policy = policy or RoutePolicy.from_settings()
+    served = await asyncio.to_thread(conversations.served_models)
+    health = await _health(client, served, policy)
+    ids = [s.submission.id for s in served]
+    counts = await asyncio.to_thread(conversations.feedback_counts, submission_ids=ids)
+    now = utcnow()
+    candidates = []
+    for s in served:
+        total, _ups, votes = counts[s.submission.id]
+        ratings = total + votes
+        created = s.submission.created_at.replace(tzinfo=s.submission.created_at.tzinfo or UTC)
+        is_up, why = health[s.submission.id]
+        candidates.append(
+            Candidate(
+                submission_id=s.submission.id,
+                name=s.submission.display_name,
+                ratings=ratings,
+                needed=max(policy.target_feedback - ratings, 0),
+                age_s=round((now - created).total_seconds(), 3),
+                healthy=is_up,
+                health=why,
+            )
+        )
+    candidates.sort(key=_rank_key)
+    wanted = 2 if mode == "arena" else 1
+    healthy = [c for c in candidates if c.healthy]
+    if len(healthy) < wanted:
+        down = len(candidates) - len(healthy)
+        raise NoModelAvailable(
+            f"no model can take a new {mode} conversation right now: {len(healthy)} healthy "
+            f"of {len(candidates)} served ({down} down); try again in a moment"
+        )
+    chosen = healthy[:wanted]
+    return RouteDecision(
+        mode=mode,
+        chosen=[c.submission_id for c in chosen],
+        target_feedback=policy.target_feedback,
+        candidates=candidates,
+        reason=_reason(chosen, healthy, policy.target_feedback),
+        decided_at=now,
+    )
+
+
+def _reason(chosen: list[Candidate], healthy: list[Candidate], target: int) -> str:
+    def one(c: Candidate, pool: list[Candidate]) -> str:
+        rest = [o for o in pool if o.submission_id != c.submission_id]
+        head = f"{c.name} ({c.submission_id}) has {c.ratings} of {target} ratings"
+        if not rest:
+            return f"{head}; it is the only healthy model left to choose"
+        if all(o.needed < c.needed for o in rest):
+            return f"{head}, the furthest from the target among {len(pool)} healthy models"
+        return (
+            f"{head}; {sum(o.needed == c.needed for o in rest) + 1} models need as many, "
+            "and it is the newest of them"
+        )
+
+    parts = [one(chosen[0], healthy)]
+    if len(chosen) > 1:
+        parts.append("B: " + one(chosen[1], healthy[1:]))
+        parts[0] = "A: " + parts[0]
+    return "; ".join(parts)
+
+
+def named(submission_id: str, name: str) -> RouteDecision:
+    """The record for a conversation whose client chose the model itself."""
+    return RouteDecision(
+        mode="api",
+        chosen=[submission_id],
+        target_feedback=get_settings().router_target_feedback,
+        candidates=[],
+        reason=f"the client asked for {name} ({submission_id}) by name",
+        decided_at=utcnow(),
+    )
+
+
+def choose_sync(
+    *, mode: Literal["beta", "arena", "api"] = "beta", policy: RoutePolicy | None = None
+) -> RouteDecision:
+    """`choose` for the CLI: its own short-lived client."""
+
+    async def run() -> RouteDecision:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            return await choose(client, mode=mode, policy=policy)
+
+    return asyncio.run(run())
