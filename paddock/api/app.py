@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from paddock import __version__
-from paddock.api.routes import developers, submissions
+from paddock.api.routes import chat, developers, feedback, openai_compat, submissions
 from paddock.api.schemas import FieldError, ValidationErrorPublic
 from paddock.db import init_db
 from paddock.errors import (
@@ -30,6 +30,7 @@ from paddock.errors import (
     TransientError,
     Unauthorized,
 )
+from paddock.relay import pooled
 
 __all__ = ["create_app", "STATUS_OF"]
 
@@ -50,7 +51,8 @@ STATUS_OF: tuple[tuple[type[PaddockError], int], ...] = (
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Create the tables before the first request, so no request pays for it."""
     await run_in_threadpool(init_db)
-    yield
+    async with pooled(app):  # the chat relay's one pooled client to the model servers
+        yield
 
 
 def create_app() -> FastAPI:
@@ -67,6 +69,9 @@ def create_app() -> FastAPI:
 
     app.include_router(developers.router)
     app.include_router(submissions.router)
+    app.include_router(chat.router)
+    app.include_router(openai_compat.router)
+    app.include_router(feedback.router)
     return app
 
 
