@@ -101,7 +101,16 @@ def test_submit_wait_deploys_and_teardown_stops(cli_env: dict[str, str], s3: Any
     report = json.loads(result.stdout)
     assert report["status"] == "deployed"
     names = [s["name"] for s in report["stages"]]
-    assert names == ["download", "sanity", "serialize", "upload", "deploy", "warmup", "stress"]
+    assert names == [
+        "download",
+        "sanity",
+        "serialize",
+        "upload",
+        "deploy",
+        "warmup",
+        "stress",
+        "publish",
+    ]
     assert all(s["status"] == "succeeded" and s["seconds"] > 0 for s in report["stages"])
     assert report["revision"] and len(report["revision"]) == 40
     assert report["stress"]["passed"] is True

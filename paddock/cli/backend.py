@@ -103,6 +103,12 @@ class Local:
         run = self.runs.get(submission_id)
         return run.alive() if run is not None else True
 
+    def wait(self, submission_id: str) -> None:
+        """Until a run this process started has ended (its rollback, say, after `failed`)."""
+        run = self.runs.get(submission_id)
+        if run is not None:
+            run.wait()
+
     def _developer(self) -> Developer:
         if not self.developer:
             raise Rejected(

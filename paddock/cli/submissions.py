@@ -92,6 +92,7 @@ def _follow(backend: Backend, submission_id: str, *, as_json: bool) -> None:
             from paddock.progress import watch
 
             watch(submission_id, alive=lambda: backend.alive(submission_id), console=err)
+            backend.wait(submission_id)
         else:
             _poll(backend, submission_id)
     except KeyboardInterrupt:

@@ -53,11 +53,8 @@ def api_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         for name in ("PADDOCK_API_URL", "PADDOCK_API_KEY"):
             mp.delenv(name, raising=False)
         reset_settings()
-        try:
-            yield home
-        finally:
-            reset_settings()
-    reset_settings()
+        yield home
+    reset_settings()  # back to the session's home
 
 
 @pytest.fixture(scope="package")
