@@ -26,9 +26,11 @@ from blocks import serving_target
 from paddock import crud
 from paddock.contracts import Endpoint, StressSummary
 from paddock.errors import SloMissed
-from paddock.params import GenerationParams
+from paddock.prompting import Turn, build_request, counter_for
 from paddock.retry import retried_task, stage_policy
+from paddock.stress.loadgen import Shaper
 from paddock.stress.profiles import LoadProfile, load_profile
+from paddock.stress.prompts import Conversation
 from paddock.stress.report import headline, table_rows, to_markdown
 from paddock.stress.runner import StressOutcome, run_stress
 from paddock.stress.slo import Slo, slo_for
@@ -43,11 +45,39 @@ def measure_load(
     model: str,
     profile: LoadProfile,
     slo: Slo,
-    params: GenerationParams | None,
+    submission_id: str | None,
 ) -> StressOutcome:
     """Run the profile and compute the figures and the verdict."""
-    sampling = params.sampling() if params is not None else None
-    return run_stress(endpoint, model, profile, slo, sampling=sampling)
+    shape = _submission_shape(submission_id, model) if submission_id else None
+    return run_stress(endpoint, model, profile, slo, shape=shape)
+
+
+def _submission_shape(submission_id: str, model: str) -> Shaper:
+    """Each stress prompt as the submission's users will send it: its prompt format (its
+    formatter, else its chat template), generation parameters and input limit."""
+    sub = crud.require_submission(submission_id=submission_id)
+    counter = counter_for(submission_id)
+
+    def shape(conversation: Conversation) -> tuple[str, dict[str, Any]]:
+        request = build_request(
+            submission=sub, model_name=model, turns=_turns(conversation), counter=counter
+        )
+        return request.path, request.body
+
+    return shape
+
+
+def _turns(conversation: Conversation) -> list[Turn]:
+    turns = []
+    for message in conversation:
+        role, content = message["role"], message["content"]
+        if role == "system":
+            turns.append(Turn("system", content))
+        elif role == "assistant":
+            turns.append(Turn("assistant", content))
+        else:
+            turns.append(Turn("user", content))
+    return turns
 
 
 @task(name="record-stress-run", cache_policy=NO_CACHE)
@@ -95,17 +125,16 @@ def stress(
     slo_profile: str = "cpu",
     slo_overrides: dict[str, Any] | None = None,
     submission_id: str | None = None,
-    params: GenerationParams | None = None,
 ) -> StressSummary:
     """Stress-test ``model`` at ``endpoint``; raise `SloMissed` when it misses its SLO.
 
-    ``params`` are the submission's generation parameters, sent with every request so the
-    model is measured as its users will be served.
+    With a ``submission_id`` every request is shaped as that submission's users are
+    served (prompt format, generation parameters), so the figures are theirs.
     """
     # Both validated here, before the first request (ProfileError says what is wrong).
     prof = load_profile(profile)
     slo = slo_for(slo_profile, slo_overrides)
-    outcome = measure_load(endpoint, model, prof, slo, params)
+    outcome = measure_load(endpoint, model, prof, slo, submission_id)
     run_id = record_stress_run(submission_id, endpoint, model, outcome)
     publish_stress_report(f"stress-{(submission_id or 'adhoc').lower()}", endpoint, model, outcome)
     if not outcome.passed:
@@ -134,10 +163,8 @@ def stress(
 
 @subflow_stage("stress")
 def stress_test(submission_id: str, endpoint: Endpoint) -> StressSummary:
-    """The submission's stress stage: the serving target's profile and SLO, with the
-    submission's own generation parameters."""
+    """The submission's stress stage: the serving target's profile and SLO."""
     target = serving_target()
-    sub = crud.require_submission(submission_id=submission_id)
     return stress(
         endpoint=endpoint.url,
         model=endpoint.model,
@@ -145,7 +172,6 @@ def stress_test(submission_id: str, endpoint: Endpoint) -> StressSummary:
         slo_profile=target.slo_profile,
         slo_overrides=target.slo_overrides or None,
         submission_id=submission_id,
-        params=GenerationParams(**sub.generation_params),
     )
 
 
@@ -155,11 +181,9 @@ if __name__ == "__main__":  # `python -m flows.stress ENDPOINT MODEL [PROFILE] [
     args = sys.argv[1:]
     if len(args) < 2:
         raise SystemExit("usage: python -m flows.stress ENDPOINT MODEL [PROFILE] [SUBMISSION_ID]")
-    sub = crud.require_submission(submission_id=args[3]) if len(args) > 3 else None
     stress(
         endpoint=args[0],
         model=args[1],
         profile=args[2] if len(args) > 2 else "cpu",
-        submission_id=sub.id if sub else None,
-        params=GenerationParams(**sub.generation_params) if sub else None,
+        submission_id=args[3] if len(args) > 3 else None,
     )

@@ -7,8 +7,9 @@ import httpx
 from paddock import crud
 from paddock.contracts import Endpoint, WarmedUp
 from paddock.errors import Rejected, TransientError
-from paddock.params import GenerationParams
+from paddock.models import Submission
 from paddock.parity import check_parity
+from paddock.prompting import Turn, build_request, counter_for
 from paddock.serving import dead_server_log
 from tasks.stage import stage
 
@@ -18,10 +19,11 @@ WARMUP_MESSAGES = ["Hi!", "Tell me a short story about a lighthouse."]
 WARMUP_MAX_TOKENS = 16  # enough to warm every path; users' replies are longer
 
 
-def _warm(endpoint: Endpoint, params: GenerationParams) -> list[float]:
-    """Send warm-up requests with the submission's own sampling parameters, so a
-    parameter vLLM refuses shows up here rather than in a user's first chat."""
-    sampling = params.sampling()
+def _warm(endpoint: Endpoint, sub: Submission) -> list[float]:
+    """Send warm-up requests shaped as users' will be (the submission's prompt format and
+    generation parameters), so a format or parameter vLLM refuses shows up here rather
+    than in a user's first chat."""
+    counter = counter_for(sub.id)
     seconds: list[float] = []
     with httpx.Client(base_url=endpoint.url, timeout=120) as client:
         models = client.get("/v1/models").raise_for_status().json()
@@ -29,15 +31,15 @@ def _warm(endpoint: Endpoint, params: GenerationParams) -> list[float]:
         if endpoint.model not in names:
             raise Rejected(f"the endpoint serves {names}, not {endpoint.model!r}")
         for text in WARMUP_MESSAGES:
-            response = client.post(
-                "/v1/chat/completions",
-                json={
-                    **sampling,
-                    "model": endpoint.model,
-                    "messages": [{"role": "user", "content": text}],
-                    "max_tokens": min(WARMUP_MAX_TOKENS, sampling["max_tokens"]),
-                },
+            request = build_request(
+                submission=sub,
+                model_name=endpoint.model,
+                turns=[Turn("user", text)],
+                counter=counter,
+                overrides={"max_tokens": WARMUP_MAX_TOKENS},
+                stream=False,
             )
+            response = client.post(request.path, json=request.body)
             if response.status_code == 400:
                 raise Rejected(
                     f"the model server refused the generation parameters: {response.text}"
@@ -51,7 +53,7 @@ def _warm(endpoint: Endpoint, params: GenerationParams) -> list[float]:
 def warmup(submission_id: str, endpoint: Endpoint) -> WarmedUp:
     sub = crud.require_submission(submission_id=submission_id)
     try:
-        latencies = _warm(endpoint, GenerationParams(**sub.generation_params))
+        latencies = _warm(endpoint, sub)
     except httpx.HTTPError as exc:
         tail = dead_server_log(submission_id)
         if tail is not None:

@@ -24,7 +24,7 @@ import itertools
 import json
 import random
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -40,6 +40,7 @@ from paddock.stress.results import RequestResult
 __all__ = [
     "StepRun",
     "chat_url",
+    "Shaper",
     "build_bodies",
     "build_requests",
     "send_chat",
@@ -71,6 +72,12 @@ def chat_url(endpoint: str) -> str:
     return base + "/chat/completions"
 
 
+def _base(endpoint: str) -> str:
+    """``http://host:port`` of an endpoint given with or without its ``/v1…`` path."""
+    base = endpoint.rstrip("/")
+    return base.split("/v1", 1)[0]
+
+
 def build_requests(
     client: httpx.AsyncClient, url: str, bodies: Sequence[bytes]
 ) -> list[httpx.Request]:
@@ -78,25 +85,31 @@ def build_requests(
     return [client.build_request("POST", url, content=b) for b in bodies]
 
 
+# A submission's own request for a conversation: (path, body) as its users are served —
+# its prompt format, generation parameters and input limit (paddock.prompting).
+Shaper = Callable[[Conversation], tuple[str, dict[str, Any]]]
+
+
 def build_bodies(
     model: str,
     prompts: Sequence[Conversation],
     profile: LoadProfile,
-    sampling: Mapping[str, Any] | None = None,
-) -> list[bytes]:
-    """One encoded request body per prompt, encoded once (not per request).
+    shape: Shaper | None = None,
+) -> tuple[str, list[bytes]]:
+    """The path and one encoded request body per prompt, encoded once (not per request).
 
-    ``sampling`` is the submission's own generation parameters (temperature, top_p, stop
-    words…), so the model is measured as users will be served; the profile keeps
-    ``max_tokens``, which shapes the load.
+    With ``shape`` each body is the submission's own request (so the model is measured as
+    its users will be served); the profile keeps ``max_tokens``, which shapes the load.
     """
+    path = "/v1/chat/completions"
     bodies = []
     for messages in prompts:
+        base: dict[str, Any] = {"model": model, "messages": messages}
+        base["temperature"] = profile.temperature
+        if shape is not None:
+            path, base = shape(messages)
         payload: dict[str, Any] = {
-            "model": model,
-            "messages": messages,
-            "temperature": profile.temperature,
-            **{k: v for k, v in (sampling or {}).items() if k != "max_tokens"},
+            **base,
             "max_tokens": profile.max_tokens,
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -104,7 +117,7 @@ def build_bodies(
         if profile.ignore_eos:
             payload["ignore_eos"] = True  # vLLM's extension; `vllm bench serve --ignore-eos`
         bodies.append(json.dumps(payload, ensure_ascii=False).encode())
-    return bodies
+    return path, bodies
 
 
 _loads = json.loads
@@ -167,7 +180,9 @@ async def send_chat(
                             else:
                                 first = True
                                 out.ttft = ts - st
-                            content = choices[0].get("delta", {}).get("content")
+                            # chat streams carry delta.content; completions, text
+                            choice = choices[0]
+                            content = choice.get("delta", {}).get("content") or choice.get("text")
                             if content:
                                 parts.append(content)
                             last = ts
@@ -333,7 +348,7 @@ async def run_load(
     prompts: Sequence[Conversation] | None = None,
     *,
     api_key: str | None = None,
-    sampling: Mapping[str, Any] | None = None,
+    shape: Shaper | None = None,
     on_step: Callable[[StepRun], None] | None = None,
 ) -> list[StepRun]:
     """Run ``profile`` against ``endpoint``: test request, warm-up, then each step.
@@ -346,8 +361,8 @@ async def run_load(
         raise ValueError("no prompts to send")
     if prompts is None:
         random.Random(profile.seed).shuffle(convs)
-    url = chat_url(endpoint)
-    bodies = build_bodies(model, convs, profile, sampling)
+    path, bodies = build_bodies(model, convs, profile, shape)
+    url = chat_url(endpoint) if path == "/v1/chat/completions" else _base(endpoint) + path
     timeout_s = profile.request_timeout_s
     async with _client(profile, api_key) as client:
         requests = build_requests(client, url, bodies)

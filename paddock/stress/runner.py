@@ -6,11 +6,11 @@ The flow, the bench and the CLI call this one function, so they all validate the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from paddock.stress.loadgen import run_load_sync
+from paddock.stress.loadgen import Shaper, run_load_sync
 from paddock.stress.metrics import StressMetrics, calculate_metrics
 from paddock.stress.profiles import LoadProfile, load_profile
 from paddock.stress.prompts import Conversation
@@ -44,7 +44,7 @@ def run_stress(
     *,
     prompts: Sequence[Conversation] | None = None,
     api_key: str | None = None,
-    sampling: Mapping[str, Any] | None = None,
+    shape: Shaper | None = None,
 ) -> StressOutcome:
     """Validate, run the profile, compute each step's metrics and evaluate the SLO.
 
@@ -54,7 +54,7 @@ def run_stress(
     """
     prof = load_profile(profile)
     gate = slo if isinstance(slo, Slo) else slo_for(slo, slo_overrides)
-    runs = run_load_sync(endpoint, model, prof, prompts, api_key=api_key, sampling=sampling)
+    runs = run_load_sync(endpoint, model, prof, prompts, api_key=api_key, shape=shape)
     steps = [
         calculate_metrics(
             r.results, r.duration_s, gate, concurrency=r.concurrency, request_rate=r.request_rate

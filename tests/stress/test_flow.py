@@ -68,3 +68,27 @@ def test_flow_invalid_profile_sends_nothing(server: FakeServer) -> None:
     with pytest.raises(ProfileError, match="concurrency"):
         stress(server.url, "fake", profile={"kind": "concurrent", "concurrency": 0})
     assert server.requests_seen == 0
+
+
+def test_stress_requests_are_shaped_as_the_submissions_users_are_served() -> None:
+    """The prompt formatter and generation parameters reach every stress request."""
+    from flows.stress import _submission_shape
+
+    sub = crud.create_submission(
+        developer="dev",
+        source="hub:x/fmt",
+        display_name="Ada",
+        generation_params={"temperature": 0.3, "top_k": 7, "stopping_words": ["###"]},
+        prompt_formatter={"prompt_template": "{prompt}\n", "response_template": "{bot_name}:"},
+    )
+    shape = _submission_shape(sub.id, "ada")
+
+    path, body = shape([{"role": "user", "content": "Hello there"}])
+
+    assert path == "/v1/completions"
+    assert body["prompt"].endswith("User: Hello there\nAda:")
+    assert (body["temperature"], body["top_k"], body["stop"]) == (0.3, 7, ["###"])
+
+    plain = crud.create_submission(developer="dev", source="hub:x/plain", display_name="p")
+    path, body = _submission_shape(plain.id, "p")([{"role": "user", "content": "Hi"}])
+    assert path == "/v1/chat/completions" and body["messages"][-1]["content"] == "Hi"
