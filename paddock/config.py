@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     max_parameters: int = 15_000_000_000
     max_model_bytes: int = 40 * 1024**3
     retry_base_seconds: float = 2.0  # first retry delay; doubles per attempt
+    # The leaderboard ranks a model once it has this many counted votes (or battles).
+    leaderboard_min_votes: int = Field(default=20, ge=1)
+    leaderboard_bootstrap_rounds: int = Field(default=1000, ge=10)
     # Chat side: the router sends users to the model furthest from this many ratings; a
     # model marked down is probed (GET /health) at most every `router_reprobe_s`.
     router_target_feedback: int = 20
@@ -51,6 +54,15 @@ class Settings(BaseSettings):
     # instead of the database when it is set.
     api_url: str | None = None
     api_key: SecretStr | None = None
+    # Maintenance (flows/maintenance.py). Cleanup, hourly: a deployed model nobody has
+    # chatted with for `idle_hours` is made inactive; a submission whose stages have shown
+    # no activity for `stuck_minutes` is failed. Archive, daily: per (developer, display
+    # name) the newest `keep_bundles` bundles stay; older ones go to the store's archive
+    # and are deleted `archive_grace_days` later.
+    idle_hours: float = Field(default=24.0, gt=0)
+    stuck_minutes: float = Field(default=60.0, gt=0)
+    keep_bundles: int = Field(default=3, ge=1)
+    archive_grace_days: float = Field(default=30.0, ge=0)
 
     @property
     def db_url(self) -> str:

@@ -22,7 +22,13 @@ def test_prefect_yaml_entrypoints_are_flows() -> None:
         assert isinstance(flow, Flow)
         names.add(flow.name)
         assert set(deployment.get("parameters", {})) <= set(flow.parameters.properties)
-    assert names == {"submission", "stress"}
+    assert names >= {"submission", "stress", "feedback"}
+
+
+def test_feedback_runs_on_a_schedule() -> None:
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    by_name = {d["name"]: d for d in config["deployments"]}
+    assert by_name["feedback"]["schedules"][0]["cron"] == "*/5 * * * *"
 
 
 def test_sla_automation_is_a_valid_proactive_trigger() -> None:
