@@ -33,6 +33,7 @@ from paddock.models import (
     ModelHealth,
     Status,
     Submission,
+    new_id,
     utcnow,
 )
 
@@ -88,13 +89,16 @@ def start_conversation(
     consent: bool = False,
     route: dict[str, Any] | None = None,
     turns: Sequence[tuple[str, str]] = (),
+    conversation_id: str | None = None,
 ) -> Conversation:
     """Store a new conversation, with ``turns`` (role, text) that came with its first
     request (an OpenAI-style client sends its history) in the same transaction; their
-    replies were not written here, so they carry no model."""
+    replies were not written here, so they carry no model. ``conversation_id`` lets a
+    caller hand the id out before the row is written."""
     if (mode == ConversationMode.arena) != (model_b_id is not None):
         raise ValueError("an arena conversation has two models; the other modes have one")
     conv = Conversation(
+        id=conversation_id or new_id(),
         mode=mode,
         user_hash=privacy.hash_user(user_id),
         submission_id=submission_id,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -181,9 +182,20 @@ def plan(
     return legs
 
 
-async def open_legs(relay: Relay, conversation_id: str, legs: Sequence[Leg]) -> list[ReplyStream]:
+async def open_legs(
+    relay: Relay,
+    conversation_id: str,
+    legs: Sequence[Leg],
+    *,
+    stored: asyncio.Future[Any] | None = None,
+) -> list[ReplyStream]:
     """Open every side's stream at once; if one fails, close the others and raise its error
-    (a model that is down gets its failed attempt recorded)."""
+    (a model that is down gets its failed attempt recorded, after the user's turn).
+
+    ``stored`` is the user's turn being written meanwhile: its commit overlaps the model's
+    prefill instead of adding to the time to first token. `pump` waits for it before it
+    stores a reply, so every turn is on record before the reply's last event.
+    """
     results = await asyncio.gather(
         *(relay.open(leg.served, leg.request) for leg in legs), return_exceptions=True
     )
@@ -195,9 +207,11 @@ async def open_legs(relay: Relay, conversation_id: str, legs: Sequence[Leg]) -> 
     for r in results:
         if isinstance(r, ReplyStream):
             await r.aclose()
+    if stored is not None:
+        await stored  # the user's turn is kept (and comes first); its own error wins
     for leg, exc in failed:
         if isinstance(exc, EndpointDown):
-            await asyncio.to_thread(
+            await run_in_threadpool(
                 conversations.add_reply,
                 conversation_id=conversation_id,
                 submission_id=leg.served.submission.id,
@@ -217,8 +231,10 @@ async def pump(
     streams: Sequence[ReplyStream],
     *,
     regenerated: bool,
-) -> AsyncIterator[Event]:
-    """Every side's events as they come; each reply is stored as its stream ends."""
+    stored: asyncio.Future[Any] | None = None,
+) -> AsyncIterator[list[Event]]:
+    """Every side's events as they come (in order, grouped as they arrived); each reply is
+    stored as its stream ends, after the user's turn (``stored``) is."""
     queue: asyncio.Queue[Event | None] = asyncio.Queue()
 
     async def drive(leg: Leg, stream: ReplyStream) -> None:
@@ -228,7 +244,9 @@ async def pump(
                 async for delta in stream:
                     queue.put_nowait(Event("delta", leg.side, delta))
             except EndpointDown as exc:
-                await asyncio.to_thread(
+                if stored is not None:
+                    await asyncio.shield(stored)
+                await run_in_threadpool(
                     conversations.add_reply,
                     conversation_id=conversation_id,
                     submission_id=sid,
@@ -239,7 +257,9 @@ async def pump(
                 queue.put_nowait(Event("error", leg.side, str(exc)))
                 return
             stats = stream.stats
-            msg = await asyncio.to_thread(
+            if stored is not None:
+                await asyncio.shield(stored)
+            msg = await run_in_threadpool(
                 conversations.add_reply,
                 conversation_id=conversation_id,
                 submission_id=sid,
@@ -267,11 +287,15 @@ async def pump(
         task.add_done_callback(_running.discard)
     remaining = len(legs)
     while remaining:
-        event = await queue.get()
-        if event is None:
-            remaining -= 1
-        else:
-            yield event
+        # Whatever has arrived goes out together: under load one write (one syscall)
+        # carries several pieces instead of one each; when idle, each piece goes alone.
+        got = [await queue.get()]
+        while not queue.empty():
+            got.append(queue.get_nowait())
+        remaining -= got.count(None)
+        events = [e for e in got if e is not None]
+        if events:
+            yield events
 
 
 def sse(event: BaseModel | dict[str, Any] | str) -> bytes:
@@ -287,24 +311,32 @@ def sse(event: BaseModel | dict[str, Any] | str) -> bytes:
 
 
 async def _events(
-    conversation_id: str, legs: list[Leg], streams: list[ReplyStream], *, regenerated: bool
+    conversation_id: str,
+    legs: list[Leg],
+    streams: list[ReplyStream],
+    *,
+    regenerated: bool,
+    stored: asyncio.Future[Any] | None = None,
 ) -> AsyncIterator[bytes]:
-    async for ev in pump(conversation_id, legs, streams, regenerated=regenerated):
-        if ev.kind == "delta":
-            yield sse(DeltaEvent(delta=ev.text, side=ev.side))
-        elif ev.kind == "done":
-            assert ev.stats is not None and ev.message_id is not None
-            yield sse(
-                DoneEvent(
-                    message_id=ev.message_id,
-                    ttft_ms=round(ev.stats.ttft_ms or 0.0, 3),
-                    latency_ms=round(ev.stats.latency_ms or 0.0, 3),
-                    output_tokens=ev.stats.output_tokens or 0,
-                    side=ev.side,
-                )
+    async for batch in pump(conversation_id, legs, streams, regenerated=regenerated, stored=stored):
+        yield b"".join(_sse_of(ev) for ev in batch)
+
+
+def _sse_of(ev: Event) -> bytes:
+    if ev.kind == "delta":
+        return sse(DeltaEvent(delta=ev.text, side=ev.side))
+    if ev.kind == "done":
+        assert ev.stats is not None and ev.message_id is not None
+        return sse(
+            DoneEvent(
+                message_id=ev.message_id,
+                ttft_ms=round(ev.stats.ttft_ms or 0.0, 3),
+                latency_ms=round(ev.stats.latency_ms or 0.0, 3),
+                output_tokens=ev.stats.output_tokens or 0,
+                side=ev.side,
             )
-        else:
-            yield sse(ErrorEvent(error=ev.text, side=ev.side))
+        )
+    return sse(ErrorEvent(error=ev.text, side=ev.side))
 
 
 # --------------------------------------------------------------------------- routes
@@ -319,7 +351,7 @@ async def start_conversation(body: StartConversation, relay: RelayDep) -> Conver
     """Start a conversation with the model the router picks (two anonymous ones in an arena)."""
     decision = await routing.choose(relay.client, mode=body.mode)
     arena = body.mode == "arena"
-    conv = await asyncio.to_thread(
+    conv = await run_in_threadpool(
         conversations.start_conversation,
         mode=ConversationMode(body.mode),
         user_id=body.user_id,
@@ -342,15 +374,17 @@ async def send_message(
     conversation_id: str, body: UserMessage, relay: RelayDep
 ) -> StreamingResponse:
     """Send the user's message; the reply streams back (both replies, in an arena)."""
-    conv = await asyncio.to_thread(
+    conv = await run_in_threadpool(
         conversations.require_conversation, conversation_id=conversation_id
     )
-    text = await asyncio.to_thread(privacy.scrub, body.content)
-    legs = await asyncio.to_thread(plan, conv, new_text=text)
-    await asyncio.to_thread(conversations.add_user_message, conversation_id=conv.id, content=text)
-    streams = await open_legs(relay, conv.id, legs)
+    text = await run_in_threadpool(privacy.scrub, body.content)
+    legs = await run_in_threadpool(plan, conv, new_text=text)
+    stored = asyncio.ensure_future(
+        run_in_threadpool(conversations.add_user_message, conversation_id=conv.id, content=text)
+    )
+    streams = await open_legs(relay, conv.id, legs, stored=stored)
     return StreamingResponse(
-        _events(conv.id, legs, streams, regenerated=False),
+        _events(conv.id, legs, streams, regenerated=False, stored=stored),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
@@ -359,10 +393,10 @@ async def send_message(
 @router.post("/conversations/{conversation_id}/regenerate", responses=_STREAM)
 async def regenerate(conversation_id: str, relay: RelayDep) -> StreamingResponse:
     """Answer the last message again; the new reply replaces the old (and counts as a retry)."""
-    conv = await asyncio.to_thread(
+    conv = await run_in_threadpool(
         conversations.require_conversation, conversation_id=conversation_id
     )
-    legs = await asyncio.to_thread(plan, conv, new_text=None, regenerate=True)
+    legs = await run_in_threadpool(plan, conv, new_text=None, regenerate=True)
     streams = await open_legs(relay, conv.id, legs)
     return StreamingResponse(
         _events(conv.id, legs, streams, regenerated=True),

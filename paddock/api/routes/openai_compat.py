@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from paddock import conversations, privacy
@@ -39,7 +41,7 @@ from paddock.api.routes.chat import (
 from paddock.api.schemas import ErrorPublic, ValidationErrorPublic
 from paddock.conversations import Served, WrongMode
 from paddock.errors import NotFound, Rejected
-from paddock.models import Conversation, ConversationMode
+from paddock.models import Conversation, ConversationMode, new_id
 from paddock.prompting import Turn
 from paddock.relay import ReplyStream
 
@@ -128,8 +130,10 @@ def _overrides(body: ChatCompletionCreate) -> dict[str, Any]:
 
 def _prepare(
     body: ChatCompletionCreate, header: str | None, decision: routing.RouteDecision | None
-) -> tuple[Conversation, Leg, bool]:
-    """Find or start the conversation and plan its request; store the user's turn(s)."""
+) -> tuple[str, Leg, Callable[[], object]]:
+    """Find the conversation (or pick an id for a new one) and plan its request; return
+    the write that records the user's turn(s), for the caller to run beside the model's
+    prefill. Nothing is written here, so a refused request leaves no trace."""
     conv = _find(header, body.user)
     turns = _turns(body)
     overrides = _overrides(body)
@@ -141,23 +145,31 @@ def _prepare(
                 f"send model {sub.display_name!r} or 'auto' with it"
             )
         (leg,) = plan(conv, new_text=None, turns=turns, overrides=overrides)
-        conversations.add_user_message(conversation_id=conv.id, content=turns[-1].content)
-        return conv, leg, False
+        return (
+            conv.id,
+            leg,
+            partial(
+                conversations.add_user_message, conversation_id=conv.id, content=turns[-1].content
+            ),
+        )
     if decision is not None:
         served = conversations.require_served(submission_id=decision.chosen[0])
     else:
         served = _resolve(body.model)
         decision = routing.named(served.submission.id, served.submission.display_name)
     leg = leg_for(served, turns, overrides=overrides)
+    conversation_id = new_id()
     # The conversation and every turn the client sent, in one transaction.
-    conv = conversations.start_conversation(
+    start = partial(
+        conversations.start_conversation,
+        conversation_id=conversation_id,
         mode=ConversationMode.api,
         user_id=body.user or "openai-client",
         submission_id=served.submission.id,
         route=decision.model_dump(mode="json"),
         turns=[(t.role, t.content) for t in turns if t.role != "system"],
     )
-    return conv, leg, True
+    return conversation_id, leg, start
 
 
 @router.post(
@@ -174,22 +186,23 @@ async def chat_completions(
     if body.model == "auto" and not (conversation or body.user):
         decision = await routing.choose(relay.client, mode="api")
     elif body.model == "auto":
-        found = await asyncio.to_thread(_find, conversation, body.user)
+        found = await run_in_threadpool(_find, conversation, body.user)
         if found is None:
             decision = await routing.choose(relay.client, mode="api")
-    conv, leg, _new = await asyncio.to_thread(_prepare, body, conversation, decision)
-    (stream,) = await open_legs(relay, conv.id, [leg])
-    headers = {CONVERSATION_HEADER: conv.id}
+    cid, leg, store = await run_in_threadpool(_prepare, body, conversation, decision)
+    stored = asyncio.ensure_future(run_in_threadpool(store))
+    (stream,) = await open_legs(relay, cid, [leg], stored=stored)
+    headers = {CONVERSATION_HEADER: cid}
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     name = leg.served.submission.display_name
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _chunks(conv.id, leg, stream, completion_id, name, include_usage),
+            _chunks(cid, leg, stream, stored, completion_id, name, include_usage),
             media_type="text/event-stream",
             headers={**SSE_HEADERS, **headers},
         )
-    return await _whole(conv.id, leg, stream, completion_id, name, headers)
+    return await _whole(cid, leg, stream, stored, completion_id, name, headers)
 
 
 def _chunk(
@@ -216,36 +229,37 @@ async def _chunks(
     conversation_id: str,
     leg: Leg,
     stream: ReplyStream,
+    stored: asyncio.Future[Any],
     completion_id: str,
     name: str,
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
     created = int(time.time())
     yield sse(_chunk(completion_id, created, name, {"role": "assistant", "content": ""}, None))
-    async for ev in pump(conversation_id, [leg], [stream], regenerated=False):
-        if ev.kind == "delta":
-            yield sse(_chunk(completion_id, created, name, {"content": ev.text}, None))
-        elif ev.kind == "error":
-            yield sse({"error": {"message": ev.text, "type": "endpoint_down", "code": 503}})
-            return
-        else:
-            stats = ev.stats
-            assert stats is not None
-            finish = stats.finish_reason or "stop"
-            yield sse(_chunk(completion_id, created, name, {}, finish))
-            if include_usage:
-                prompt = stats.prompt_tokens or leg.request.prompt_tokens
-                usage = _usage(prompt, stats.output_tokens or 0)
-                yield sse(
-                    {
-                        "id": completion_id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": name,
-                        "choices": [],
-                        "usage": usage,
-                    }
+    async for batch in pump(conversation_id, [leg], [stream], regenerated=False, stored=stored):
+        out: list[bytes] = []
+        for ev in batch:
+            if ev.kind == "delta":
+                out.append(sse(_chunk(completion_id, created, name, {"content": ev.text}, None)))
+            elif ev.kind == "error":
+                out.append(
+                    sse({"error": {"message": ev.text, "type": "endpoint_down", "code": 503}})
                 )
+                yield b"".join(out)
+                return  # no [DONE]: the reply broke off
+            else:
+                stats = ev.stats
+                assert stats is not None
+                finish = stats.finish_reason or "stop"
+                out.append(sse(_chunk(completion_id, created, name, {}, finish)))
+                if include_usage:
+                    prompt = stats.prompt_tokens or leg.request.prompt_tokens
+                    usage = _usage(prompt, stats.output_tokens or 0)
+                    tail = _chunk(completion_id, created, name, {}, None)
+                    tail["choices"] = []
+                    tail["usage"] = usage
+                    out.append(sse(tail))
+        yield b"".join(out)
     yield sse("[DONE]")
 
 
@@ -253,11 +267,13 @@ async def _whole(
     conversation_id: str,
     leg: Leg,
     stream: ReplyStream,
+    stored: asyncio.Future[Any],
     completion_id: str,
     name: str,
     headers: dict[str, str],
 ) -> Response:
-    async for ev in pump(conversation_id, [leg], [stream], regenerated=False):
+    async for batch in pump(conversation_id, [leg], [stream], regenerated=False, stored=stored):
+        ev = batch[-1]  # only the last event of a whole reply matters
         if ev.kind == "error":
             return JSONResponse({"detail": ev.text}, status_code=503, headers=headers)
         if ev.kind == "done":
