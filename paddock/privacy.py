@@ -138,7 +138,7 @@ _PARAM_SPLIT = re.compile(r"([?&;#])")
 _NAME_PARTS = re.compile(r"[^a-z0-9]+")
 
 _EMAIL_DOMAIN = re.compile(r"(?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.){1,10}[^\W\d_]{2,63}(?![\w\-])")
-_EMAIL_LOCAL_PUNCTUATION = frozenset("._%+-")
+_EMAIL_LOCAL_PUNCTUATION = frozenset("._%+-_")  # besides letters and digits
 
 _IPV6_ANCHOR = re.compile(r":(?=[0-9A-Fa-f]{0,4}:)")
 _IPV6_CANDIDATE = re.compile(
@@ -166,6 +166,10 @@ _PHONE_RUN = re.compile(
 _PHONE_GROUP = re.compile(r"[+(]?\d+")
 _GROUP_START = re.compile(r"(?<![\d+(])[+(]?\d")
 _LATIN_WORD = re.compile(r"[A-Za-z0-9_]")
+# A date, perhaps with the hour after it, as in log lines ("2025-01-17 14:16:00").
+_DATE = re.compile(
+    r"(?:[12]\d{3}[-/.][01]?\d[-/.][0-3]?\d|[0-3]?\d[-/.][01]?\d[-/.][12]\d{3})(?: [0-2]?\d)?"
+)
 _MIN_PHONE_DIGITS = 7
 _MAX_PHONE_DIGITS = 17  # 15 (E.164) plus a trunk prefix or a written country code
 _MAX_PHONE_GROUPS = 6  # "+33 1 23 45 67 89"
@@ -175,7 +179,7 @@ _WINDOW = 80
 _STEP = 32
 # libphonenumber needs up to ~10 us per character of digit-dense text: past this many
 # characters checked (~0.3 s) in one message, runs that could hold a phone number are
-# redacted unchecked. A chat message within the 4096-token input limit never gets there.
+# redacted unchecked. Ordinary chat messages come nowhere near it.
 _PHONE_CHECK_CHARS = 32_000
 _PHONE_CACHE_SIZE = 4096
 _MAX_PASSES = 8
@@ -303,6 +307,8 @@ def _ipv6_spans(text: str) -> Iterator[tuple[int, int]]:
 def _ipv6_length(candidate: str) -> int:
     """Length of the longest IPv6 address at the start of `candidate` (which may run on
     into a port or punctuation), or 0."""
+    if "::" not in candidate and candidate.count(":") < 6:
+        return 0  # eight groups, or six and an IPv4 tail, unless "::" stands for some
     # An address holds at most one "::": nothing from a second one on can belong to it.
     limit = candidate.find("::", candidate.find("::") + 1)
     limit = len(candidate) if limit < 0 else limit
@@ -385,12 +391,14 @@ class _PhoneFinder:
     libphonenumber is the judge of what is a phone number, but a megabyte of nothing but
     digit runs would keep it busy for seconds. Checks are cached across messages and
     their text is counted per message; once `_PHONE_CHECK_CHARS` are spent, a run that
-    could still hold a number is redacted unchecked: the budget costs utility on
-    pathological input, never privacy.
+    could still hold a number is redacted unchecked (dates excepted): the budget costs
+    utility on pathological input, never privacy. Verdicts are kept for the whole
+    message, so every pass of `scrub` judges a run the same way.
     """
 
     def __init__(self) -> None:
         self.chars_left = _PHONE_CHECK_CHARS
+        self.verdicts: dict[str, tuple[tuple[int, int], ...]] = {}
 
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
         for match in _PHONE_RUN.finditer(text):
@@ -406,17 +414,19 @@ class _PhoneFinder:
 
     def _check(self, text: str) -> tuple[tuple[int, int], ...] | None:
         """libphonenumber's spans in `text`, or None when the budget is spent."""
-        known = _checked.get(text)
-        if known is not None:
-            return known
-        if self.chars_left <= 0:
-            return None
-        self.chars_left -= len(text)
-        found = _matcher_spans(text)
-        if len(_checked) >= _PHONE_CACHE_SIZE:
-            _checked.clear()
-        _checked[text] = found
-        return found
+        known = self.verdicts.get(text)
+        if known is None:
+            known = _checked.get(text)
+        if known is None:
+            if self.chars_left <= 0:
+                return None
+            self.chars_left -= len(text)
+            known = _matcher_spans(text)
+            if len(_checked) >= _PHONE_CACHE_SIZE:
+                _checked.clear()
+            _checked[text] = known
+        self.verdicts[text] = known
+        return known
 
     def _in_run(self, run: str, starts_before: int | None = None) -> list[tuple[int, int]]:
         """Phone numbers in a short run; only those starting before `starts_before` are
@@ -427,7 +437,7 @@ class _PhoneFinder:
             return known
         whole = self._check(run)
         if whole is None:
-            return [(0, len(run))]
+            return [] if _DATE.fullmatch(run) else [(0, len(run))]
         found = list(whole)
         complete = True  # False once a span was redacted unchecked: not worth caching
         # libphonenumber gives up on a number with another number next to it ("(415)

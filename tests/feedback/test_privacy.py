@@ -147,6 +147,7 @@ def test_racing_processes_share_one_key(tmp_path: Path) -> None:
         ("office 020 7946 0958, ask for Sam", "office [phone], ask for Sam"),
         ("+44 20 7946 0958 or 415-555-2671", "[phone] or [phone]"),
         ("write to jane.doe+chat@example.co.uk.", "write to [email]."),
+        ("john_doe@example.com,ana@exämple.de", "[email],[email]"),
         ("card 4111 1111 1111 1111 exp 12/27", "card [card] exp 12/27"),
         ("4111-1111-1111-1111", "[card]"),
         ("5500000000000004 and cvv 123", "[card] and cvv 123"),
