@@ -187,6 +187,8 @@ def test_bad_input() -> None:
         bradley_terry([("a", "b", "a")])
     assert bradley_terry([]) == {}
     assert bootstrap_intervals([], rounds=10) == {}
+    with pytest.raises(ValueError, match="round"):
+        bootstrap_intervals([("a", "b", "tie")], rounds=0)
     # A model battling itself carries no information.
     assert aggregate([("a", "a", "model_a"), ("a", "b", "tie")]).total == 1
 
