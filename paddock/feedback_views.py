@@ -42,6 +42,7 @@ def submission_feedback(
     items = [
         FeedbackItem(
             conversation_id=fb.conversation_id,
+            user=fb.user_hash,
             thumbs_up=fb.thumbs_up,
             text=fb.text,
             category=fb.category,

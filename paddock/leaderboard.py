@@ -179,7 +179,9 @@ def _arena_rows(
 ) -> list[ArenaRow]:
     if not battles:
         return []
-    triples = [(b.model_a, b.model_b, b.winner) for b in battles]
+    triples = [(b.model_a, b.model_b, b.winner) for b in battles if b.model_a != b.model_b]
+    if not triples:
+        return []
     intervals = ratings.bootstrap_intervals(triples, rounds=rounds)
     fought: Counter[str] = Counter()
     for a, b, _ in triples:

@@ -51,8 +51,12 @@ class Draft:
 
 
 def _formatter(values: dict[str, Any] | None) -> dict[str, Any]:
+    """The templates filled in, or {} for none: then the model's own chat template
+    formats prompts, as it was trained to see them."""
+    if values is None:
+        return {}
     try:
-        return PromptFormatter(**(values or {})).model_dump()
+        return PromptFormatter(**values).model_dump()
     except ValidationError as exc:
         raise Rejected(
             explain_validation(

@@ -242,6 +242,7 @@ class ModelList(Strict):
 
 class FeedbackItem(Strict):
     conversation_id: str
+    user: str = Field(description="the user, as a keyed hash: the same user, the same hash")
     thumbs_up: bool
     text: str | None
     category: str | None

@@ -66,7 +66,9 @@ class SubmissionCreate(Strict):
     revision: str | None = Field(None, min_length=1, max_length=256, description="branch/tag/sha")
     name: str | None = Field(None, min_length=1, max_length=128, description="display name")
     generation_params: GenerationParameters = Field(default_factory=GenerationParameters)
-    prompt_formatter: PromptTemplates = Field(default_factory=PromptTemplates)
+    prompt_formatter: PromptTemplates | None = Field(
+        None, description="Chai-style prompt templates; omit to use the model's chat template"
+    )
     dry_run: bool = Field(False, description="validate and show the result; record nothing")
 
 

@@ -44,6 +44,13 @@ def test_a_submission_is_recorded_as_its_developer_and_its_run_starts(api: Api, 
     assert report["status"] == "failed" and report["failed_stage"] == "download", report
 
 
+def test_without_a_formatter_the_models_chat_template_formats_prompts(api: Api, dev: Dev) -> None:
+    with api.client(dev.key) as client:
+        response = client.post("/submissions", json={"source": "org/m", "dry_run": True})
+    assert response.status_code == 200, response.text
+    assert response.json()["prompt_formatter"] == {}
+
+
 def test_dry_run_validates_and_records_nothing(api: Api, dev: Dev) -> None:
     before = _count(dev)
     with api.client(dev.key) as client:

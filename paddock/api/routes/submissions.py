@@ -60,7 +60,7 @@ def create_submission(
         name=body.name,
         revision=body.revision,
         generation_params=body.generation_params.model_dump(),
-        prompt_formatter=body.prompt_formatter.model_dump(),
+        prompt_formatter=body.prompt_formatter.model_dump() if body.prompt_formatter else None,
     )
     if body.dry_run:
         response.status_code = status.HTTP_200_OK
