@@ -2,8 +2,9 @@
 
 The flow calls this once a failure is final — after the failing stage has used up its
 retries — never on a first failed attempt, so a retried stage keeps the deployment the
-next attempt needs. A bundle is taken back only if this submission's upload created it:
-bundles are content-addressed, and an identical submission may be serving the same one.
+next attempt needs. The submission releases its bundle; the bundle leaves the store only
+if no other submission holds it (bundles are content-addressed, and an identical
+submission may be serving the same one).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from contextlib import contextmanager
 from prefect import task
 
 from blocks import model_store
-from paddock import crud
-from paddock.contracts import StoredBundle
+from paddock import bundles, crud
 from paddock.serving import stop_serving
 
 __all__ = ["roll_back", "undone_on_failure"]
@@ -24,13 +24,8 @@ __all__ = ["roll_back", "undone_on_failure"]
 @task(name="roll-back")
 def roll_back(submission_id: str) -> None:
     stop_serving(submission_id)
-    upload = crud.last_success(submission_id=submission_id, stage="upload")
-    if upload is None or "output" not in upload.detail:
-        return
-    stored = StoredBundle.model_validate(upload.detail["output"])
-    if stored.created:
-        model_store().open().delete_bundle(stored.digest)
-        crud.delete_artifacts(submission_id=submission_id)
+    if crud.list_artifacts(submission_id=submission_id):
+        bundles.release(submission_id, store=model_store().open())
 
 
 @contextmanager
