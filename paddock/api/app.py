@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from paddock import __version__
-from paddock.api.routes import chat, developers, feedback, openai_compat, submissions, web
+from paddock.api.routes import chat, developers, feedback, metrics, openai_compat, submissions, web
 from paddock.api.schemas import FieldError, ValidationErrorPublic
 from paddock.db import init_db
 from paddock.errors import (
@@ -73,6 +73,7 @@ def create_app() -> FastAPI:
     app.include_router(openai_compat.router)
     app.include_router(feedback.router)
     app.include_router(web.router)  # the browser pages and their static files
+    app.include_router(metrics.router)  # GET /metrics for Prometheus
     return app
 
 
