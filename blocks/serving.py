@@ -36,6 +36,12 @@ class ServingTarget(Block):
     stress_profile: str = "cpu"
     slo_profile: Literal["cpu", "gpu"] = "cpu"
     slo_overrides: dict[str, Any] = Field(default_factory=dict)
+    # costs (paddock costs): what one hour of one deployment costs here. 0 by default: a
+    # local process runs on a machine paid for anyway; set the node's or GPU's hourly
+    # price to see serving costs.
+    hourly_price_usd: float = Field(
+        default=0.0, ge=0, description="USD per hour of one deployment (0: not metered)."
+    )
 
     def open(self, *, log_dir: Path) -> ServingBackend:
         if self.backend == "local":

@@ -19,6 +19,10 @@ class ModelStore(Block):
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
     region: str = "us-east-1"
+    # costs (paddock costs); 0 by default. S3 Standard lists about 0.023 USD per GB-month.
+    storage_price_usd_per_gb_month: float = Field(
+        default=0.0, ge=0, description="USD per GiB stored for a month (730 hours)."
+    )
 
     @property
     def is_s3(self) -> bool:

@@ -57,4 +57,4 @@ app = _Paddock(
 )
 
 # Each module registers its commands on `app`.
-from paddock.cli import accounts, feedback, server, submissions  # noqa: E402,F401
+from paddock.cli import accounts, costs, feedback, server, submissions  # noqa: E402,F401
