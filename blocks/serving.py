@@ -9,7 +9,13 @@ from prefect.blocks.core import Block
 from pydantic import Field
 
 from deployments import ServingBackend, get_backend
-from deployments.kubernetes.defaults import DEFAULT_NAMESPACE, DEFAULT_S3_SECRET_NAME
+from deployments.kubernetes.defaults import (
+    DEFAULT_MAX_REPLICAS,
+    DEFAULT_MIN_REPLICAS,
+    DEFAULT_NAMESPACE,
+    DEFAULT_S3_SECRET_NAME,
+    DEFAULT_WAITING_PER_REPLICA,
+)
 
 __all__ = ["ServingTarget"]
 
@@ -32,6 +38,34 @@ class ServingTarget(Block):
     gpus: int = Field(default=0, ge=0)
     kserve: bool = False
     s3_secret_name: str = DEFAULT_S3_SECRET_NAME
+    # kubernetes: reachable from outside the cluster (an Ingress per model; without one
+    # the endpoint is cluster DNS and the control plane must run in the cluster), and
+    # replicas (an HPA on vLLM's queue when max_replicas > 1; min_replicas=0 lets paddock
+    # park idle models at zero)
+    ingress_host: str | None = Field(
+        default=None,
+        description="Host of each model's Ingress; '{name}' in it gives each model its own "
+        "host (e.g. '{name}.models.example.com'). Without it or a path prefix: no Ingress.",
+    )
+    ingress_path_prefix: str | None = Field(
+        default=None, description="Serve each model under <prefix>/<name>, e.g. '/models'."
+    )
+    ingress_class: str | None = Field(default=None, description="IngressClass, e.g. 'nginx'.")
+    ingress_tls_secret: str | None = Field(
+        default=None, description="TLS Secret for ingress_host (the URL becomes https)."
+    )
+    ingress_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Controller-specific Ingress annotations."
+    )
+    min_replicas: int = Field(
+        default=DEFAULT_MIN_REPLICAS, ge=0, description="0: paddock may park idle models."
+    )
+    max_replicas: int = Field(default=DEFAULT_MAX_REPLICAS, ge=1)
+    waiting_per_replica: float = Field(
+        default=DEFAULT_WAITING_PER_REPLICA,
+        gt=0,
+        description="The autoscaler's target: requests waiting per replica, on average.",
+    )
     # stress stage
     stress_profile: str = "cpu"
     slo_profile: Literal["cpu", "gpu"] = "cpu"
@@ -54,6 +88,14 @@ class ServingTarget(Block):
             "gpus": self.gpus,
             "kserve": self.kserve,
             "s3_secret_name": self.s3_secret_name,
+            "ingress_host": self.ingress_host,
+            "ingress_path_prefix": self.ingress_path_prefix,
+            "ingress_class": self.ingress_class,
+            "ingress_tls_secret": self.ingress_tls_secret,
+            "ingress_annotations": self.ingress_annotations,
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "waiting_per_replica": self.waiting_per_replica,
         }
         if self.image:
             options["image"] = self.image

@@ -62,6 +62,14 @@ class ServingBackend(Protocol):
     def stop(self, handle: dict[str, Any]) -> None:
         """Stop and remove everything `start` created; succeeds if it is already gone."""
 
+    def replicas(self, handle: dict[str, Any]) -> int:
+        """How many replicas the deployment is set to run now; 0 when parked or gone."""
+
+    def scale(self, handle: dict[str, Any], replicas: int) -> None:
+        """Set the replica count; 0 parks an idle model without removing it, so the handle
+        stays valid and a later `scale` serves it again. Raises ConfigurationError where
+        the backend cannot scale, or the count is outside the serving target's bounds."""
+
 
 _BACKENDS = {
     "local": "deployments.local:LocalBackend",

@@ -36,6 +36,7 @@ import httpx
 
 from deployments.base import BackendError, BackendState, ServeSpec
 from deployments.processes import group_members, proc_start, proc_stat, signal_group
+from paddock.errors import ConfigurationError
 
 __all__ = ["LocalBackend", "DEFAULT_PYTHON"]
 
@@ -273,6 +274,23 @@ class LocalBackend:
             shutil.rmtree(handle["home"], ignore_errors=True)
         with contextlib.suppress(OSError):
             _stopped_marker(handle).touch()
+
+    # ------------------------------------------------------------------ scaling
+
+    def replicas(self, handle: dict[str, Any]) -> int:
+        """One process serves each model: 1 while it runs, else 0."""
+        return 1 if self._alive(handle) else 0
+
+    def scale(self, handle: dict[str, Any], replicas: int) -> None:
+        """Refused, for any count, rather than silently ignored: a model here is one vLLM
+        process, so 0 could only mean `stop`, and coming back would need the whole
+        `start` (spec, port, S3 home), which the handle does not keep. A caller parking
+        idle models learns at once to stop them here instead."""
+        raise ConfigurationError(
+            f"the local backend cannot scale {handle.get('served_name') or 'a model'} to "
+            f"{replicas} replicas: it runs one vLLM process per model; stop it instead "
+            "(paddock deactivate / teardown)"
+        )
 
     # ------------------------------------------------------------------ helpers
 

@@ -58,7 +58,7 @@ __all__ = [
 # Statuses whose submission must not be served any more (the user or the flow said so).
 STOPPED: frozenset[Status] = frozenset({Status.failed, Status.inactive, Status.torndown})
 # Statuses a flow run still moves on from: a stuck one is expired, its bundle is in use.
-ACTIVE: tuple[Status, ...] = (Status.submitted, *lifecycle.WORKING)
+IN_PIPELINE: tuple[Status, ...] = (Status.submitted, *lifecycle.WORKING)
 
 
 class Kind(enum.StrEnum):
@@ -342,7 +342,7 @@ def plan_cleanup(tables: Tables, policy: CleanupPolicy, *, now: datetime) -> lis
                 actions.append(
                     Action(Kind.idle, sub.id, reason, expect=Status.deployed, seen=since)
                 )
-        elif sub.status in ACTIVE:
+        elif sub.status in IN_PIPELINE:
             since = _latest(sub.last_stage, sub.updated_at) or sub.updated_at
             if now - since >= stuck_for:
                 stage = _stuck_stage(sub)
@@ -382,7 +382,7 @@ def _protected(tables: Tables, refs: Sequence[bundles.Reference], keep: int) -> 
             continue
         if sub.id in active or sub.status is Status.deployed:
             why.setdefault(ref.digest, f"served by {sub.id}")
-        elif sub.status in ACTIVE:
+        elif sub.status in IN_PIPELINE:
             why.setdefault(ref.digest, f"in the pipeline of {sub.id} ({sub.status})")
     for digest, reason in _kept(tables, refs, keep).items():
         why.setdefault(digest, reason)
@@ -509,7 +509,7 @@ def _apply_archive(action: Action, store: Store) -> Outcome:
     users = bundles.users_of(digest)
     subs = [crud.require_submission(submission_id=sid) for sid in users]
     for sub in subs:
-        if sub.status is Status.deployed or Status(sub.status) in ACTIVE:
+        if sub.status is Status.deployed or Status(sub.status) in IN_PIPELINE:
             return _skip(action, f"{sub.id} is {sub.status} now")
         if crud.active_deployment(submission_id=sub.id) is not None:
             return _skip(action, f"{sub.id} is served now")

@@ -37,13 +37,22 @@ log = logging.getLogger(__name__)
 
 KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 
+# The built-in kinds paddock applies: kind -> (client API class, snake_case plural of the
+# client's `<verb>_namespaced_<plural>` methods).
+_BUILTIN = {
+    "Deployment": ("AppsV1Api", "deployment"),
+    "Service": ("CoreV1Api", "service"),
+    "Ingress": ("NetworkingV1Api", "ingress"),
+    "HorizontalPodAutoscaler": ("AutoscalingV2Api", "horizontal_pod_autoscaler"),
+}
+
 # 4 attempts over ~3.5 s: an API server blip passes, a dead one is reported quickly.
 API_RETRY = RetryPolicy(retries=3, base_seconds=0.5, max_seconds=8.0)
 
 
 @dataclass(frozen=True)
 class ObjectRef:
-    kind: str  # "Deployment", "Service" or "InferenceService"
+    kind: str  # a key of _BUILTIN, or "InferenceService"
     namespace: str
     name: str
 
@@ -67,6 +76,12 @@ class _Ops:
     def named(self, name: str) -> tuple[str, ...]:
         """The arguments that name one object."""
         return (*self.scope, name) if self.custom else (name, *self.scope)
+
+    @property
+    def merge_patch(self) -> dict[str, str]:
+        """What makes a patch a JSON merge patch: the client sends a dict body to a
+        custom object as one by itself, built-in kinds need the content type."""
+        return {} if self.custom else {"_content_type": "application/merge-patch+json"}
 
 
 class KubeApi:
@@ -139,28 +154,16 @@ class KubeApi:
     def _ops(self, kind: str, namespace: str) -> _Ops:
         from kubernetes import client
 
-        if kind == "Deployment":
-            apps = client.AppsV1Api(self.client)
-            return _Ops(
-                apps.create_namespaced_deployment,
-                apps.patch_namespaced_deployment,
-                apps.read_namespaced_deployment,
-                apps.delete_namespaced_deployment,
-                apps.list_namespaced_deployment,
-                (namespace,),
-                custom=False,
-            )
-        if kind == "Service":
-            core = client.CoreV1Api(self.client)
-            return _Ops(
-                core.create_namespaced_service,
-                core.patch_namespaced_service,
-                core.read_namespaced_service,
-                core.delete_namespaced_service,
-                core.list_namespaced_service,
-                (namespace,),
-                custom=False,
-            )
+        if kind in _BUILTIN:
+            api_class, plural = _BUILTIN[kind]
+            api = getattr(client, api_class)(self.client)
+
+            def verb(name: str) -> Callable[..., Any]:
+                method: Callable[..., Any] = getattr(api, f"{name}_namespaced_{plural}")
+                return method
+
+            ops = (verb("create"), verb("patch"), verb("read"), verb("delete"), verb("list"))
+            return _Ops(*ops, scope=(namespace,), custom=False)
         if kind == "InferenceService":
             custom = client.CustomObjectsApi(self.client)
             return _Ops(
@@ -169,7 +172,7 @@ class KubeApi:
                 custom.get_namespaced_custom_object,
                 custom.delete_namespaced_custom_object,
                 custom.list_namespaced_custom_object,
-                (KSERVE_GROUP, KSERVE_VERSION, namespace, KSERVE_PLURAL),
+                scope=(KSERVE_GROUP, KSERVE_VERSION, namespace, KSERVE_PLURAL),
                 custom=True,
             )
         raise BackendError(f"cannot handle kind {kind}")
@@ -189,8 +192,6 @@ class KubeApi:
         meta = manifest["metadata"]
         ref = ObjectRef(manifest["kind"], meta["namespace"], meta["name"])
         ops = self._ops(ref.kind, ref.namespace)
-        # The client sends a dict body to a custom object as a merge patch by itself.
-        merge_patch = {} if ops.custom else {"_content_type": "application/merge-patch+json"}
         deadline = time.monotonic() + gone_wait
         while True:
             try:
@@ -207,7 +208,7 @@ class KubeApi:
             try:
                 current = self.call(
                     f"patch {ref}",
-                    lambda: ops.patch(*ops.named(ref.name), manifest, **merge_patch),
+                    lambda: ops.patch(*ops.named(ref.name), manifest, **ops.merge_patch),
                     expect=(404,),
                 )
             except ApiException:
@@ -249,6 +250,21 @@ class KubeApi:
         ops = self._ops(ref.kind, ref.namespace)
         try:
             obj = self.call(f"read {ref}", lambda: ops.read(*ops.named(ref.name)), expect=(404,))
+        except ApiException:
+            return None
+        return self.to_dict(obj)
+
+    def patch(self, ref: ObjectRef, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch an existing object (never creates one); None when it does not exist."""
+        from kubernetes.client.exceptions import ApiException
+
+        ops = self._ops(ref.kind, ref.namespace)
+        try:
+            obj = self.call(
+                f"patch {ref}",
+                lambda: ops.patch(*ops.named(ref.name), body, **ops.merge_patch),
+                expect=(404,),
+            )
         except ApiException:
             return None
         return self.to_dict(obj)
@@ -358,5 +374,10 @@ def _missing(ref: ObjectRef) -> str:
         return (
             f"the API has no {KSERVE_GROUP}/{KSERVE_VERSION} {KSERVE_PLURAL} (is KServe "
             f"installed?) or namespace {ref.namespace!r} is missing"
+        )
+    if ref.kind == "HorizontalPodAutoscaler":
+        return (
+            f"the API has no autoscaling/v2 (Kubernetes >= 1.23) or namespace "
+            f"{ref.namespace!r} is missing"
         )
     return f"namespace {ref.namespace!r} is missing"

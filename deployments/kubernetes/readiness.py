@@ -4,6 +4,9 @@ An object's status says whether it is ready (a Deployment's finished rollout, an
 InferenceService's `Ready` condition); its pods say why it is not. Waiting watches the
 object instead of polling, and gives up early on the pod states that never recover by
 themselves, instead of sitting out the whole timeout.
+
+A model parked at zero replicas (`scale(handle, 0)`) is "stopped": nothing serves it and
+nothing is failing, and it will not come up by itself.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from deployments.base import BackendState
 from paddock.errors import BackendError
 
 from .api import KubeApi, ObjectRef
+from .scaling import desired_replicas
 
 if TYPE_CHECKING:
     from .workloads import Workload
@@ -79,6 +83,8 @@ def judge_rollout(obj: dict[str, Any]) -> Verdict:
     want = (obj.get("spec") or {}).get("replicas", 1)
     if want is None:
         want = 1
+    if want == 0:
+        return Verdict("stopped", "scaled to 0 replicas", False)
     ready_n = status.get("readyReplicas") or 0
     updated = status.get("updatedReplicas") or 0
     total = status.get("replicas") or 0
@@ -166,10 +172,13 @@ def assess(api: KubeApi, ref: ObjectRef, workload: Workload) -> tuple[BackendSta
     """The state of the workload and a sentence saying why, from its object and pods."""
     obj = api.read(ref)
     if obj is None:
-        return "stopped", f"{ref} does not exist"
+        return "stopped", "it disappeared (it does not exist)"
     state, detail, fatal = workload.judge(obj)
-    if state == "ready":
+    if state in ("ready", "stopped"):
         return state, detail
+    runner = ObjectRef("Deployment", ref.namespace, workload.scale_target(ref.name))
+    if runner != ref and desired_replicas(api.read(runner)) == 0:
+        return "stopped", f"{runner} is scaled to 0 replicas"
     notes, pods_fatal = pod_problems(api.pods(ref.namespace, ref.name))
     detail += "; " + ("; ".join(notes) if notes else "no pod problems reported")
     return ("dead" if fatal or pods_fatal else "starting"), detail
@@ -193,7 +202,7 @@ def wait_ready(
             log.info("%s ready: %s", ref, detail)
             return
         if state == "stopped":
-            raise BackendError(f"{ref} disappeared while waiting for it to become ready")
+            raise BackendError(f"{ref} will not become ready: {detail}")
         if state == "dead":
             raise BackendError(f"{ref} failed to start: {detail}", log_tail=log_tail())
         remaining = deadline - time.monotonic()
@@ -211,5 +220,5 @@ def _watch_window(api: KubeApi, ref: ObjectRef, workload: Workload, seconds: flo
             if kind == "ERROR" or kind == "DELETED":
                 return
             state, _, fatal = workload.judge(obj)
-            if state == "ready" or fatal:
+            if state in ("ready", "stopped") or fatal:
                 return

@@ -14,6 +14,9 @@ What runs in the pod:
 - the vLLM container serves `/model` with `--load-format tensorizer`, streaming the
   weights from `<bundle>/model.tensors`. vLLM takes tensorizer's settings as flat keys
   of `--model-loader-extra-config`.
+
+Beside the workload, when the operator asks for them: a HorizontalPodAutoscaler
+(`scaling`) and an Ingress (`routing`), applied after the objects they point at.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from paddock.errors import BackendError, ConfigurationError
 
 from .defaults import DEFAULT_HOME, DEFAULT_IMAGE, DEFAULT_NAMESPACE, DEFAULT_S3_SECRET_NAME
 from .naming import labels, resource_name, selector
+from .routing import IngressContext, IngressSettings, Route
+from .scaling import AutoscalerContext, ReplicaSettings
 from .secret import SecretKeys
 
 if TYPE_CHECKING:
@@ -44,6 +49,7 @@ __all__ = [
     "INIT_CONTAINER",
     "MODEL_DIR",
     "PORT",
+    "SERVICE_PORT",
     "TEMPLATES_DIR",
     "EnvVar",
     "PodSettings",
@@ -57,6 +63,7 @@ log = logging.getLogger(__name__)
 # Beside this package, as package data `deployments.templates`.
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 PORT = 8000
+SERVICE_PORT = 80  # of the Service in front of the pods (KServe's is 80 too)
 MODEL_DIR = "/model"
 INIT_CONTAINER = "fetch-config"
 VLLM_COMMAND = ("python3", "-m", "vllm.entrypoints.openai.api_server")
@@ -105,11 +112,12 @@ class PodSettings:
     shm_size: str = "2Gi"
     model_dir_size: str = "1Gi"
     startup_timeout: int = 900
-    replicas: int = 1
+    replicas: ReplicaSettings = field(default_factory=ReplicaSettings)
+    ingress: IngressSettings | None = None  # None: reachable inside the cluster only
 
     def __post_init__(self) -> None:
-        if self.gpus < 0 or self.replicas < 1:
-            raise ConfigurationError("gpus must be >= 0 and replicas >= 1")
+        if self.gpus < 0:
+            raise ConfigurationError(f"gpus must be >= 0, got {self.gpus}")
         if not PurePosixPath(self.home).is_absolute():
             raise ConfigurationError(f"home must be an absolute path, got {self.home!r}")
         object.__setattr__(self, "home", str(PurePosixPath(self.home)))
@@ -130,7 +138,9 @@ class RenderContext:
     selector: dict[str, str]
     annotations: dict[str, str]  # of the pod
     object_annotations: dict[str, str]  # of the top-level objects
-    replicas: int
+    replicas: int  # to start with; afterwards the autoscaler's, or `scale`'s
+    autoscaler: AutoscalerContext | None  # None: a fixed count, no HPA
+    ingress: IngressContext | None  # None: no Ingress
     gpus: int
     node_selector: dict[str, str]
     image: str
@@ -161,7 +171,12 @@ def render_manifests(
     """The manifests that serve `spec`, in the order they are applied."""
     context = build_context(spec, settings, workload)
     variables = {f.name: getattr(context, f.name) for f in fields(context)}
-    return [_render_one(template, variables) for template in workload.templates]
+    templates = list(workload.templates)
+    if context.autoscaler is not None:
+        templates.append("horizontalpodautoscaler.yaml.j2")
+    if context.ingress is not None:
+        templates.append("ingress.yaml.j2")
+    return [_render_one(template, variables) for template in templates]
 
 
 def build_context(spec: ServeSpec, settings: PodSettings, workload: Workload) -> RenderContext:
@@ -173,6 +188,12 @@ def build_context(spec: ServeSpec, settings: PodSettings, workload: Workload) ->
         "paddock.dev/served-model-name": spec.served_name,
         "paddock.dev/bundle-uri": spec.bundle_uri,
     }
+    route: Route | None = None
+    ingress: IngressContext | None = None
+    if settings.ingress is not None:
+        route = settings.ingress.route(name)
+        service = workload.service_name(name)
+        ingress = settings.ingress.context(route, annotations, service, SERVICE_PORT)
     return RenderContext(
         name=name,
         namespace=settings.namespace,
@@ -180,13 +201,15 @@ def build_context(spec: ServeSpec, settings: PodSettings, workload: Workload) ->
         selector=selector(name),
         annotations=annotations,
         object_annotations=workload.object_annotations(annotations),
-        replicas=settings.replicas,
+        replicas=settings.replicas.floor,
+        autoscaler=settings.replicas.autoscaler(workload.scale_target(name)),
+        ingress=ingress,
         gpus=settings.gpus,
         node_selector=dict(settings.node_selector),
         image=settings.image,
         container_name=workload.container,
         command=VLLM_COMMAND,
-        args=_vllm_args(spec, settings.gpus, s3_endpoint),
+        args=_vllm_args(spec, settings.gpus, s3_endpoint, route.root_path if route else None),
         env=_env(spec, settings.s3_secret_name),
         home=settings.home,
         resources=_resources(settings),
@@ -229,7 +252,9 @@ def _bucket_and_prefix(bundle_uri: str) -> tuple[str, str]:
     return uri.netloc, prefix
 
 
-def _vllm_args(spec: ServeSpec, gpus: int, s3_endpoint: str) -> tuple[str, ...]:
+def _vllm_args(
+    spec: ServeSpec, gpus: int, s3_endpoint: str, root_path: str | None
+) -> tuple[str, ...]:
     extra_config: dict[str, Any] = {
         "tensorizer_uri": spec.tensorizer_uri,
         "s3_endpoint": s3_endpoint,
@@ -254,6 +279,9 @@ def _vllm_args(spec: ServeSpec, gpus: int, s3_endpoint: str) -> tuple[str, ...]:
         "--max-model-len",
         str(spec.max_model_len),
     ]
+    if root_path:
+        # Behind an Ingress that routes this path prefix unchanged (see `routing`).
+        args += ["--root-path", root_path]
     if gpus > 1:
         args += ["--tensor-parallel-size", str(gpus)]
     if gpus == 0 and "--enforce-eager" not in spec.extra_args:

@@ -4,6 +4,9 @@
 submission. `KServeWorkload` is a KServe InferenceService whose custom predictor runs the
 same pod; KServe creates the Deployment and the `<name>-predictor` Service itself.
 A handle records the kind, so `workload_of` finds the shape again in any process.
+
+Either way a Deployment runs the pods, and its replica count is what paddock's autoscaler
+and `scale` set; the Ingress, when there is one, points at the Service in front of it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ class Workload(ABC):
 
     def service_name(self, name: str) -> str:
         """The Service in front of the pods of the objects called `name`."""
+        return name
+
+    def scale_target(self, name: str) -> str:
+        """The Deployment that runs the pods of the objects called `name`."""
         return name
 
     def object_annotations(self, annotations: dict[str, str]) -> dict[str, str]:
@@ -54,10 +61,19 @@ class KServeWorkload(Workload):
     def service_name(self, name: str) -> str:
         return f"{name}-predictor"
 
+    def scale_target(self, name: str) -> str:
+        return f"{name}-predictor"
+
     def object_annotations(self, annotations: dict[str, str]) -> dict[str, str]:
         # RawDeployment: KServe makes a plain Deployment + Service, no Knative, which
-        # also allows the startup probe that loading weights needs.
-        return {**annotations, "serving.kserve.io/deploymentMode": "RawDeployment"}
+        # also allows the startup probe that loading weights needs. Autoscaler class
+        # "external": KServe makes no HPA of its own and leaves the Deployment's replica
+        # count to paddock's HPA and `scale`, instead of resetting it on every reconcile.
+        return {
+            **annotations,
+            "serving.kserve.io/deploymentMode": "RawDeployment",
+            "serving.kserve.io/autoscalerClass": "external",
+        }
 
     def judge(self, obj: dict[str, Any]) -> Verdict:
         return judge_inferenceservice(obj)

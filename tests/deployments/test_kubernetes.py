@@ -1,31 +1,25 @@
-"""The Kubernetes backend against kmock's KubernetesEmulator over real HTTP.
-
-kmock reconciles nothing: the tests play the controller by patching `status` (and by
-creating pods) through the same HTTP API. It has no PUT, no namespaces API and ignores
-selectors; the backend copes with all three.
+"""The Kubernetes backend: rendering, validated offline, and its lifecycle against kmock's
+KubernetesEmulator over real HTTP (machinery in `kube.py`, fixtures in `conftest.py`).
+Ingress, autoscaling and scaling are in `test_kubernetes_reach.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import json
 import posixpath
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import jinja2
 import jinja2.meta
-import kmock
 import kubernetes_validate
 import pytest
 import yaml
 from kubernetes import client
 
-from deployments.base import ServeSpec, get_backend
+from deployments.base import get_backend
 from deployments.kubernetes import (
     DEFAULT_HOME,
     DEFAULT_IMAGE,
@@ -38,166 +32,16 @@ from deployments.kubernetes import (
 from deployments.kubernetes.render import TEMPLATES_DIR, RenderContext
 from paddock.errors import BackendError
 from paddock.retry import RetryPolicy
+from tests.deployments.kube import (
+    FAST_RETRY,
+    NS,
+    SECRET_VALUES,
+    KmockThread,
+    add_pod,
+    make_spec,
+    mark_ready,
+)
 from tests.deployments.manifests import validate_manifests
-
-NS = "paddock-test"
-SECRET_VALUES = ("AKIAEXAMPLEKEY123", "wJalrXUtnFEMI-super-secret-value")
-FAST_RETRY = RetryPolicy(retries=2, base_seconds=0.01)  # 3 attempts
-
-
-# --------------------------------------------------------------------------- kmock on a thread
-
-
-class KmockThread:
-    """kmock's KubernetesEmulator + Server, served from an event loop on a daemon thread."""
-
-    def __init__(self) -> None:
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self.emulator: kmock.KubernetesEmulator
-        self.url = ""
-        self._thread = threading.Thread(target=self._run, name="kmock", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # surfaced by start()
-            self._error = exc
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
-            self.emulator = emulator
-            self.url = str(server.url).rstrip("/")
-            self._ready.set()
-            await self._stop.wait()
-
-    def start(self) -> KmockThread:
-        self._thread.start()
-        if not self._ready.wait(10) or self._error:
-            raise RuntimeError(f"kmock did not start: {self._error!r}")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def on_loop(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn` on the server's loop (kmock's DSL is not thread-safe) and return its result."""
-        assert self._loop is not None
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-        def call() -> None:
-            try:
-                future.set_result(fn())
-            except BaseException as exc:
-                future.set_exception(exc)
-
-        self._loop.call_soon_threadsafe(call)
-        return future.result(5)
-
-    def requests(self, method: str, path_regex: str) -> list[Any]:
-        pattern = re.compile(path_regex)
-        return self.on_loop(
-            lambda: [
-                r
-                for r in list(self.emulator)
-                if r.method == method and pattern.fullmatch(r.url.path)
-            ]
-        )
-
-
-@pytest.fixture
-def k8s() -> Iterator[KmockThread]:
-    server = KmockThread().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def api_client(k8s: KmockThread) -> Iterator[client.ApiClient]:
-    configuration = client.Configuration()
-    configuration.host = k8s.url
-    api = client.ApiClient(configuration)
-    try:
-        yield api
-    finally:
-        api.close()
-
-
-@pytest.fixture
-def backend(api_client: client.ApiClient) -> KubernetesBackend:
-    return KubernetesBackend(
-        namespace=NS, api_client=api_client, retry=FAST_RETRY, poll_interval=0.3
-    )
-
-
-def make_spec(submission_id: str = "4f1c2d3e-0000-4000-8000-0123456789ab", **kw: Any) -> ServeSpec:
-    defaults: dict[str, Any] = dict(
-        served_name="tiny-llama",
-        bundle_uri="s3://paddock-models/bundles/sha256-abc/",
-        config_files=("config.json", "tokenizer.json", "tokenizer_config.json"),
-        s3_endpoint="http://minio.storage:9000",
-        dtype="float32",
-        max_model_len=1024,
-        generation_defaults={"temperature": 0.7, "top_k": 40},
-        # The local backend's way of passing S3 keys; must never reach a manifest.
-        env={
-            "S3_ACCESS_KEY_ID": SECRET_VALUES[0],
-            "S3_SECRET_ACCESS_KEY": SECRET_VALUES[1],
-            "VLLM_LOGGING_LEVEL": "INFO",
-        },
-    )
-    defaults.update(kw)
-    return ServeSpec(submission_id=submission_id, **defaults)
-
-
-def mark_ready(api_client: client.ApiClient, name: str, *, delay: float = 0.0) -> threading.Thread:
-    """Play the Deployment controller: after `delay`, patch the status to a finished rollout."""
-
-    def run() -> None:
-        time.sleep(delay)
-        client.AppsV1Api(api_client).patch_namespaced_deployment_status(
-            name,
-            NS,
-            {
-                "status": {
-                    "observedGeneration": 1,
-                    "replicas": 1,
-                    "updatedReplicas": 1,
-                    "readyReplicas": 1,
-                    "availableReplicas": 1,
-                }
-            },
-        )
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
-def add_pod(api_client: client.ApiClient, name: str, pod_name: str, status: dict[str, Any]) -> None:
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": pod_name,
-            "namespace": NS,
-            "labels": {"app.kubernetes.io/instance": name},
-        },
-        "spec": {"containers": [{"name": "vllm", "image": DEFAULT_IMAGE}]},
-    }
-    core = client.CoreV1Api(api_client)
-    core.create_namespaced_pod(NS, pod)
-    core.patch_namespaced_pod_status(pod_name, NS, {"status": status})
-
 
 # --------------------------------------------------------------------------- rendering
 
@@ -359,6 +203,13 @@ def test_defaults_agree_with_the_serving_target_block() -> None:
     assert backend.settings.namespace == DEFAULT_NAMESPACE
     assert backend.settings.s3_secret_name == DEFAULT_S3_SECRET_NAME
     assert backend.settings.image == (target.image or DEFAULT_IMAGE)
+    replicas = backend.settings.replicas
+    assert (target.min_replicas, target.max_replicas, target.waiting_per_replica) == (
+        replicas.min_replicas,
+        replicas.max_replicas,
+        replicas.waiting_per_replica,
+    )
+    assert target.ingress_host is target.ingress_path_prefix is backend.settings.ingress is None
 
 
 def test_gpu_resources_labels_and_names() -> None:
@@ -420,6 +271,9 @@ def test_start_creates_deployment_and_service(
         "name": name,
         "kind": "Deployment",
         "endpoint": f"http://{name}.{NS}.svc.cluster.local",
+        "extras": [],  # no Ingress, no HPA unless the target asks for them
+        "min_replicas": 1,
+        "max_replicas": 1,
     }
     deployment = client.AppsV1Api(api_client).read_namespaced_deployment(name, NS)
     service = client.CoreV1Api(api_client).read_namespaced_service(name, NS)
