@@ -64,7 +64,7 @@ class StoredBundle(Handoff):
     uri: str
     files: tuple[str, ...]
     bytes: int
-    created: bool  # this run put it there (so a rollback may take it back)
+    created: bool  # this run put it there, rather than finding an identical bundle
 
 
 class Endpoint(Handoff):

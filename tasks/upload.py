@@ -17,6 +17,11 @@ __all__ = ["upload"]
 
 
 def _in_store(submission_id: str, stored: StoredBundle) -> bool:
+    """Still stored, and still this submission's: a rollback releases its reference
+    (artifact rows) even when another submission keeps the bundle alive, and a resumed
+    run must take the reference again rather than serve a bundle it does not hold."""
+    if not crud.list_artifacts(submission_id=submission_id):
+        return False
     return model_store().open().get_manifest(stored.digest) is not None
 
 
