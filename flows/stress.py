@@ -5,8 +5,13 @@ called from that flow's body as a subflow) and alone against any endpoint
 (``submission_id`` None → "adhoc"). The work lives in `paddock.stress`; this module
 only orders it:
 
-    measure (validate → test request → warm-up → steps → metrics → verdict)
+    choose prompts → measure (validate → test request → warm-up → steps → metrics → verdict)
     → record (StressRun row) → publish (table + markdown artifacts) → gate.
+
+The prompts are real ones when there are enough: what users who agreed to share their
+conversations sent (this model's users first, then any model's), since that is the load
+the model will carry; otherwise the shipped synthetic set. The StressRun records which
+(``prompt_source`` in its metrics), so two runs' figures are compared knowingly.
 
 An invalid profile or SLO raises `ProfileError` before any request; an endpoint that does
 not answer the test request raises `EndpointDown` (transient: `measure-load` is retried
@@ -16,27 +21,51 @@ figures are stored and shown.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from blocks import serving_target
-from paddock import crud
+from paddock import conversations, crud
 from paddock.contracts import Endpoint, StressSummary
 from paddock.errors import SloMissed
 from paddock.prompting import Turn, build_request, counter_for
 from paddock.retry import retried_task, stage_policy
 from paddock.stress.loadgen import Shaper
 from paddock.stress.profiles import LoadProfile, load_profile
-from paddock.stress.prompts import Conversation
+from paddock.stress.prompts import Conversation, from_database
 from paddock.stress.report import headline, table_rows, to_markdown
 from paddock.stress.runner import StressOutcome, run_stress
 from paddock.stress.slo import Slo, slo_for
 from tasks.stage import subflow_stage
 
-__all__ = ["stress", "stress_test"]
+__all__ = ["PromptSource", "stress", "stress_test", "choose_prompts"]
+
+# Where a run's prompts came from: shared conversations of the model under test, of any
+# model, or the shipped synthetic set.
+PromptSource = Literal["conversations:own", "conversations:all", "shipped"]
+
+
+@task(name="choose-prompts", cache_policy=NO_CACHE)
+def choose_prompts(
+    profile: LoadProfile, submission_id: str | None
+) -> tuple[list[Conversation] | None, PromptSource]:
+    """Real prompts when there are as many as a measured run sends (fewer would repeat
+    the same few requests, and a repeated prompt is served from vLLM's prefix cache,
+    flattering the figures); None, to send the shipped set, otherwise."""
+    need = profile.num_requests
+    scopes: list[tuple[PromptSource, str | None]] = [("conversations:all", None)]
+    if submission_id is not None:
+        scopes.insert(0, ("conversations:own", submission_id))
+    for source, scope in scopes:
+        rows = conversations.consented_prompts(limit=need, seed=profile.seed, submission_id=scope)
+        prompts = from_database(rows)
+        if len(prompts) >= need:
+            return prompts, source
+    return None, "shipped"
 
 
 @retried_task("measure-load", stage_policy(2))
@@ -46,10 +75,12 @@ def measure_load(
     profile: LoadProfile,
     slo: Slo,
     submission_id: str | None,
+    prompts: Sequence[Conversation] | None = None,
 ) -> StressOutcome:
-    """Run the profile and compute the figures and the verdict."""
+    """Run the profile and compute the figures and the verdict (``prompts`` None: the
+    shipped set)."""
     shape = _submission_shape(submission_id, model) if submission_id else None
-    return run_stress(endpoint, model, profile, slo, shape=shape)
+    return run_stress(endpoint, model, profile, slo, prompts=prompts, shape=shape)
 
 
 def _submission_shape(submission_id: str, model: str) -> Shaper:
@@ -82,13 +113,17 @@ def _turns(conversation: Conversation) -> list[Turn]:
 
 @task(name="record-stress-run", cache_policy=NO_CACHE)
 def record_stress_run(
-    submission_id: str | None, endpoint: str, model: str, outcome: StressOutcome
+    submission_id: str | None,
+    endpoint: str,
+    model: str,
+    outcome: StressOutcome,
+    prompt_source: PromptSource = "shipped",
 ) -> int:
     run = crud.add_stress_run(
         submission_id=submission_id,
         endpoint=endpoint,
         profile=outcome.profile.model_dump(),
-        metrics=outcome.to_json(endpoint=endpoint, model=model),
+        metrics=outcome.to_json(endpoint=endpoint, model=model, prompt_source=prompt_source),
         passed=outcome.passed,
         failures=outcome.failures,
     )
@@ -134,8 +169,13 @@ def stress(
     # Both validated here, before the first request (ProfileError says what is wrong).
     prof = load_profile(profile)
     slo = slo_for(slo_profile, slo_overrides)
-    outcome = measure_load(endpoint, model, prof, slo, submission_id)
-    run_id = record_stress_run(submission_id, endpoint, model, outcome)
+    prompts, source = choose_prompts(prof, submission_id)
+    get_run_logger().info(
+        "stress prompts: %s",
+        "the shipped set" if prompts is None else f"{len(prompts)} from {source}",
+    )
+    outcome = measure_load(endpoint, model, prof, slo, submission_id, prompts)
+    run_id = record_stress_run(submission_id, endpoint, model, outcome, source)
     publish_stress_report(f"stress-{(submission_id or 'adhoc').lower()}", endpoint, model, outcome)
     if not outcome.passed:
         raise SloMissed(

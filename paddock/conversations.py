@@ -9,12 +9,13 @@ through `privacy.scrub` inside these functions, so no caller can forget to.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Integer, cast, func, or_, update
+from sqlalchemy import Integer, cast, exists, func, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -57,6 +58,7 @@ __all__ = [
     "SampledConversation",
     "sample_conversations",
     "messages_of",
+    "consented_prompts",
     "served_models",
     "require_served",
     "mark_down",
@@ -516,6 +518,80 @@ def sample_conversations(*, submission_id: str, limit: int = 10) -> list[Sampled
             out.append(SampledConversation(conv, list(session.exec(query)), fb))
     out.sort(key=lambda s: s.conversation.created_at)
     return out
+
+
+def consented_prompts(
+    *, limit: int, seed: int = 0, submission_id: str | None = None
+) -> list[list[dict[str, str]]]:
+    """Up to ``limit`` requests as users really sent them, for a stress test: a user turn
+    of a conversation its user agreed to share, with the turns before it as the model saw
+    them (user turns and one side's live, successful replies), as role/content messages.
+
+    Drawn with ``seed`` from the newest shared conversations — today's traffic is the one
+    to measure, and the same database and seed give the same prompts, so a retried stress
+    run sends what the first attempt sent. With ``submission_id``, that model's
+    conversations only (its side of an arena). Texts were scrubbed when stored and no user
+    id is read, so nothing here needs anonymizing.
+    """
+    if limit <= 0:
+        return []
+    rng = random.Random(seed)
+    has_user_turn = exists().where(
+        col(Message.conversation_id) == col(Conversation.id), col(Message.role) == "user"
+    )
+    query = (
+        sa_select(
+            col(Conversation.id),
+            col(Conversation.mode),
+            col(Conversation.submission_id),
+            col(Conversation.model_b_id),
+        )
+        .where(col(Conversation.consent).is_(True))
+        .where(has_user_turn)
+        .order_by(col(Conversation.created_at).desc(), col(Conversation.id).desc())
+        .limit(limit * 4)  # a pool to draw from: each conversation gives one prompt or more
+    )
+    if submission_id is not None:
+        query = query.where(
+            or_(
+                col(Conversation.submission_id) == submission_id,
+                col(Conversation.model_b_id) == submission_id,
+            )
+        )
+    with session_scope() as session:
+        pool = list(session.execute(query))
+        rng.shuffle(pool)
+        chosen = pool[:limit]  # at least one prompt each: enough conversations for `limit`
+        sides: dict[str, str | None] = {}
+        for row in chosen:
+            if row.mode != ConversationMode.arena:
+                sides[row.id] = None
+            elif submission_id is not None:
+                sides[row.id] = "a" if row.submission_id == submission_id else "b"
+            else:
+                sides[row.id] = rng.choice(("a", "b"))
+        rows = session.execute(
+            sa_select(
+                col(Message.conversation_id),
+                col(Message.role),
+                col(Message.content),
+                col(Message.side),
+            )
+            .where(col(Message.conversation_id).in_(list(sides)))
+            .where(col(Message.superseded).is_(False), col(Message.error).is_(None))
+            .order_by(col(Message.id))
+        ).all()
+    turns: dict[str, list[dict[str, str]]] = {cid: [] for cid in sides}
+    prompts: list[list[dict[str, str]]] = []
+    for cid, role, content, side in rows:
+        if role != "user" and sides[cid] is not None and side != sides[cid]:
+            continue  # the other model's reply: this side never saw it
+        seen = turns[cid]
+        seen.append({"role": "user" if role == "user" else "assistant", "content": content})
+        if role == "user":
+            prompts.append(list(seen))
+    rng.shuffle(prompts)
+    return prompts[:limit]
 
 
 # --------------------------------------------------------------------------- served models

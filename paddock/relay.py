@@ -11,8 +11,10 @@ output tokens come from the server's usage chunk (counted chunks when it sends n
 
 A model that refuses the connection, answers 5xx, or whose stream breaks or stalls is
 marked down — the router then stops choosing it until a probe finds it answering — and
-the caller gets `EndpointDown` with a sentence meant for the user. A 4xx is the request's
-fault, not the model's: it is reported as `ReplyRefused` and the model stays up.
+the caller gets `ModelDown` (an `EndpointDown`) with a sentence meant for the user. A 4xx is
+the request's fault, not the model's: it is reported as `ReplyRefused` and the model stays
+up. Both keep the model's name and the cause apart from their sentence, so a caller that
+must not name the model (an arena before its vote) can say the same under another label.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -34,13 +36,58 @@ from paddock.conversations import Served
 from paddock.errors import EndpointDown, Rejected
 from paddock.prompting import ModelRequest
 
-__all__ = ["Relay", "ReplyStats", "ReplyStream", "ReplyRefused", "base_url", "pooled"]
+__all__ = [
+    "Relay",
+    "ReplyStats",
+    "ReplyStream",
+    "ModelDown",
+    "ReplyRefused",
+    "base_url",
+    "pooled",
+]
 
 log = logging.getLogger(__name__)
 
 
+def _sentence(name: str, why: str) -> str:
+    return (
+        f"{name} stopped answering ({why}). Your message is saved: try again in a moment, "
+        "or start a new conversation to talk to another model."
+    )
+
+
+class ModelDown(EndpointDown):
+    """A model that did not answer; ``why`` may quote its server, so it is kept apart
+    from ``name`` for `said_as` to mask."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(_sentence(name, why))
+        self.name = name
+        self.why = why
+
+    def __reduce__(self) -> tuple[type[ModelDown], tuple[str, str]]:
+        return (type(self), (self.name, self.why))
+
+    def said_as(self, label: str, mask: Callable[[str], str]) -> ModelDown:
+        """The same failure told under ``label``, with ``mask`` applied to the cause."""
+        return ModelDown(label, mask(self.why))
+
+
 class ReplyRefused(Rejected):
     """The model's server refused this request (4xx): e.g. longer than its context."""
+
+    def __init__(self, name: str, status: int, detail: str) -> None:
+        super().__init__(f"{name} refused this request (HTTP {status}): {detail}")
+        self.name = name
+        self.status = status
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[ReplyRefused], tuple[str, int, str]]:
+        return (type(self), (self.name, self.status, self.detail))
+
+    def said_as(self, label: str, mask: Callable[[str], str]) -> ReplyRefused:
+        """The same refusal told under ``label``; the server's words go through ``mask``."""
+        return ReplyRefused(label, self.status, mask(self.detail))
 
 
 @dataclass(slots=True)
@@ -63,13 +110,6 @@ class ReplyStats:
 def base_url(endpoint: str) -> str:
     """``http://host:port`` from an endpoint recorded with or without ``/v1``."""
     return endpoint.rstrip("/").removesuffix("/v1")
-
-
-def _sentence(name: str, why: str) -> str:
-    return (
-        f"{name} stopped answering ({why}). Your message is saved: try again in a moment, "
-        "or start a new conversation to talk to another model."
-    )
 
 
 class ReplyStream:
@@ -159,7 +199,7 @@ class ReplyStream:
 
     async def _down(self, why: str, exc: BaseException | None) -> None:
         await _mark_down(self.served, why)
-        raise EndpointDown(_sentence(self.served.submission.display_name, why)) from exc
+        raise ModelDown(self.served.submission.display_name, why) from exc
 
 
 class _StreamError(ValueError):
@@ -215,7 +255,7 @@ class Relay:
         except httpx.HTTPError as exc:
             why = f"no connection: {type(exc).__name__}"
             await _mark_down(served, why)
-            raise EndpointDown(_sentence(served.submission.display_name, why)) from exc
+            raise ModelDown(served.submission.display_name, why) from exc
         if resp.status_code == 200:
             return ReplyStream(resp, started, served, request)
         try:
@@ -227,11 +267,8 @@ class Relay:
         if resp.status_code >= 500:
             why = f"HTTP {resp.status_code}"
             await _mark_down(served, why)
-            raise EndpointDown(_sentence(served.submission.display_name, why))
-        raise ReplyRefused(
-            f"{served.submission.display_name} refused this request "
-            f"(HTTP {resp.status_code}): {_message_of(detail)}"
-        )
+            raise ModelDown(served.submission.display_name, why)
+        raise ReplyRefused(served.submission.display_name, resp.status_code, _message_of(detail))
 
 
 def _message_of(detail: str) -> str:

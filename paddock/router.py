@@ -9,7 +9,9 @@ A model the relay marked down is left out until it answers a probe (GET /health 
 short timeout, at most once per `router_reprobe_s` so a dead endpoint does not slow every
 new conversation). Each decision carries its explanation — the candidates, their counts,
 ages and health, and why the winner won — which is stored on the conversation and shown
-by `paddock route --explain`.
+to developers by `GET /route` and `paddock route --explain`. A user is told only
+`user_reason`: the explanation names every served model, its ratings and its health, which
+is the developers' business, and in an arena would give the anonymous pair away.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "choose",
     "choose_sync",
     "named",
+    "user_reason",
 ]
 
 
@@ -192,6 +195,23 @@ def _reason(chosen: list[Candidate], healthy: list[Candidate], target: int) -> s
         parts.append("B: " + one(chosen[1], healthy[1:]))
         parts[0] = "A: " + parts[0]
     return "; ".join(parts)
+
+
+def user_reason(decision: RouteDecision) -> str:
+    """One sentence for the user about the model they were given, and nothing about the
+    others (an arena's user is told nothing at all before the vote)."""
+    if decision.mode == "arena":
+        raise ValueError("an arena's models stay anonymous until the vote: no reason to give")
+    sid = decision.chosen[0]
+    chosen = next((c for c in decision.candidates if c.submission_id == sid), None)
+    if chosen is None:  # a client that named the model itself
+        return "you asked for this model by name"
+    if chosen.needed:
+        return (
+            f"{chosen.name} still needs {chosen.needed} of its {decision.target_feedback} "
+            "ratings, so your feedback helps its developer most"
+        )
+    return f"{chosen.name} is the newest model here, and new models are what this beta is for"
 
 
 def named(submission_id: str, name: str) -> RouteDecision:

@@ -16,13 +16,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from paddock.router import RouteDecision
-
 __all__ = [
     "MAX_MESSAGE_CHARS",
     "MAX_FEEDBACK_CHARS",
     "Strict",
     "StartConversation",
+    "RouteNote",
     "ConversationStarted",
     "UserMessage",
     "DeltaEvent",
@@ -108,13 +107,21 @@ class StartConversation(Strict):
     )
 
 
+class RouteNote(Strict):
+    """What a user is told of the router's choice. The full decision names every served
+    model with its ratings and health: that is for developers (`GET /route`), and it stays
+    stored with the conversation."""
+
+    reason: str = Field(description="one sentence about the chosen model, none about others")
+
+
 class ConversationStarted(Strict):
     conversation_id: str
     mode: Literal["beta", "arena"]
     model: str | None = Field(
         description="the model's display name (beta); null in an arena until the vote"
     )
-    route: RouteDecision | None = Field(
+    route: RouteNote | None = Field(
         description="why the router chose this model (beta); null in an arena"
     )
 

@@ -5,8 +5,9 @@ Three sources, one shape (``list[Message]`` per request):
 - the shipped set (``data/conversations.json``): ~30 role-play and assistant chats with
   persona system prompts, several turns and varied lengths — the traffic a beta chat app
   sends, so prefill lengths and chat templates are exercised the way users will;
-- `from_database`: real conversations once feedback exists (already anonymized by the
-  chat side; this module never sees user ids);
+- `from_database`: real conversations users agreed to share (the chat side's
+  `consented_prompts` reads them, already scrubbed and without user ids), so the load is
+  the traffic the beta really sends once it has some;
 - `random_token_prompts`: prompts of an exact token length, built like vLLM's random
   dataset, so a run can be compared with ``vllm bench serve --dataset-name random``.
 """
@@ -14,7 +15,7 @@ Three sources, one shape (``list[Message]`` per request):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from importlib import resources
 from typing import Protocol, TypedDict
@@ -41,7 +42,7 @@ Conversation = list[Message]
 _ROLES = {"system", "user", "assistant"}
 
 
-def _check(conv: Sequence[Message], where: str) -> Conversation:
+def _check(conv: Sequence[Mapping[str, str]], where: str) -> Conversation:
     if not conv:
         raise ValueError(f"{where}: empty conversation")
     for m in conv:
@@ -67,13 +68,14 @@ def load_conversations() -> list[Conversation]:
 
 
 def from_database(
-    conversations: Iterable[Sequence[Message]], *, limit: int | None = None
+    conversations: Iterable[Sequence[Mapping[str, str]]], *, limit: int | None = None
 ) -> list[Conversation]:
     """Turn stored (anonymized) conversations into requests.
 
     Each conversation is cut after its last user turn, since a request asks the model for
-    the next bot reply; conversations without a user turn are skipped. The chat side's
-    reader (whoever owns the conversation table) passes its rows' message lists here.
+    the next bot reply; conversations without a user turn are skipped. Rows come as plain
+    role/content mappings (`paddock.conversations.consented_prompts`) and leave as
+    checked `Message` lists.
     """
     out: list[Conversation] = []
     for i, conv in enumerate(conversations):

@@ -46,7 +46,8 @@ def chat_db(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def fake() -> Iterator[ChatFakeServer]:
-    with ChatFakeServer(tokens=5) as server:
+    server = ChatFakeServer(tokens=5)
+    with server:
         yield server
 
 

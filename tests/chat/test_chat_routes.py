@@ -29,11 +29,12 @@ def test_a_beta_conversation_streams_and_keeps_its_history(
     sub = deploy(fake.url, name="smol")
     started = start(http, consent=True)
     assert started["model"] == "smol"
-    route = started["route"]
-    assert isinstance(route, dict) and route["chosen"] == [sub.id]
-    assert route["candidates"][0]["ratings"] == 0 and "smol" in route["reason"]
+    assert started["route"] == {
+        "reason": "smol still needs 20 of its 20 ratings, so your feedback helps its developer most"
+    }
     stored = conv.require_conversation(conversation_id=str(started["conversation_id"]))
     assert stored.route["chosen"] == [sub.id] and stored.user_hash != "u-1"
+    assert stored.route["candidates"][0]["ratings"] == 0 and "smol" in stored.route["reason"]
 
     resp = say(http, started["conversation_id"], "Hello there")
     assert resp.status_code == 200
@@ -123,8 +124,9 @@ def test_a_model_that_dies_is_left_out_until_it_answers_again(
     http: httpx.Client, deploy: Deploy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fresh_policy(monkeypatch)
-    flaky_server = ChatFakeServer(tokens=3).start()
-    steady_server = ChatFakeServer(tokens=3).start()
+    flaky_server, steady_server = ChatFakeServer(tokens=3), ChatFakeServer(tokens=3)
+    flaky_server.start()
+    steady_server.start()
     try:
         deploy(flaky_server.url, name="flaky", age_s=1)
         steady = deploy(steady_server.url, name="steady", age_s=100)
@@ -146,7 +148,8 @@ def test_a_model_that_dies_is_left_out_until_it_answers_again(
         flaky_server.start()  # it answers again
         back = start(http)
         assert back["model"] == "flaky"
-        assert back["route"]["candidates"][0]["health"] == "recovered (probe answered)"  # type: ignore[index]
+        route = conv.require_conversation(conversation_id=str(back["conversation_id"])).route
+        assert route["candidates"][0]["health"] == "recovered (probe answered)"
         retry = events(say(http, cid, "three"))
         assert retry[-1]["done"] is True
         assert fake_messages(flaky_server)[-1] == "three"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,9 +59,9 @@ def test_history_is_cut_by_tokens_as_the_server_counts_them(
     assert messages[-1]["content"] == "What is the capital of France?"
     assert req.dropped_turns > 0 and req.dropped_turns % 2 == 0
     hf = AutoTokenizer.from_pretrained(tiny_model)
-    ids = hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding
-        ids = ids["input_ids"]
+    encoded: Any = hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    # transformers 5 returns a BatchEncoding
+    ids = encoded if isinstance(encoded, list) else encoded["input_ids"]
     assert req.prompt_tokens == len(ids) <= 120
     # One more exchange would not have fitted: the cut is as shallow as it can be.
     kept = len(messages) - 1

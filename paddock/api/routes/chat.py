@@ -11,6 +11,11 @@ with an HTTP status: an unknown conversation or a model no longer served (404), 
 that is empty, too long or binary (422), a rated conversation (409), a model that does not
 answer (503 — the user's message is kept, and the router stops choosing that model).
 
+An arena's models are anonymous until the vote, so every sentence its user reads calls
+them "Model A" and "Model B" — a failure included, and whatever a model's server echoed
+into it (its name, its id) is masked too. The stored record (`Message.error`) keeps the
+real name: developers and operators read that, not the user.
+
 The reply is stored when its stream ends, even if the user has gone by then: the reading
 task outlives the response, so the record is whole.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -38,6 +44,7 @@ from paddock.api.chat_schemas import (
     FeedbackCreate,
     FeedbackPublic,
     ModelIdentity,
+    RouteNote,
     StartConversation,
     UserMessage,
     VoteCreate,
@@ -46,10 +53,16 @@ from paddock.api.chat_schemas import (
 )
 from paddock.api.schemas import ErrorPublic, ValidationErrorPublic
 from paddock.conversations import Served
-from paddock.errors import ConfigurationError, EndpointDown, IllegalTransition, PaddockError
+from paddock.errors import (
+    ConfigurationError,
+    EndpointDown,
+    IllegalTransition,
+    NotFound,
+    PaddockError,
+)
 from paddock.models import Conversation, ConversationMode
 from paddock.prompting import ModelRequest, Turn, build_request
-from paddock.relay import Relay, ReplyStats, ReplyStream
+from paddock.relay import ModelDown, Relay, ReplyRefused, ReplyStats, ReplyStream
 
 __all__ = [
     "router",
@@ -58,6 +71,8 @@ __all__ = [
     "Event",
     "leg_for",
     "plan",
+    "label",
+    "Masker",
     "open_legs",
     "pump",
     "sse",
@@ -163,7 +178,14 @@ def plan(
         )
     legs = []
     for side, submission_id in sides_of(conv):
-        served = conversations.require_served(submission_id=submission_id)
+        try:
+            served = conversations.require_served(submission_id=submission_id)
+        except NotFound:
+            if side is None:
+                raise
+            raise NotFound(
+                f"{label(side)} is no longer being served; start a new conversation"
+            ) from None
         if turns is not None:
             history = list(turns)
         else:
@@ -180,6 +202,61 @@ def plan(
             history.append(Turn("user", new_text))
         legs.append(leg_for(served, history, side=side, overrides=overrides))
     return legs
+
+
+def label(side: Literal["a", "b"]) -> str:
+    """What an arena's user calls a model until the vote."""
+    return f"Model {side.upper()}"
+
+
+class Masker:
+    """Replaces whatever could name an arena's models — display name, served name, id,
+    source, developer — with "Model A"/"Model B" in text a model's server wrote (an
+    error message that echoes the model's name), so nothing identifies them before the
+    vote. Outside an arena it leaves text alone."""
+
+    def __init__(self, legs: Sequence[Leg]) -> None:
+        names: dict[str, str] = {}
+        for leg in legs:
+            if leg.side is None:
+                continue
+            sub = leg.served.submission
+            known = (sub.id, sub.display_name, leg.served.served_name, sub.source, sub.developer)
+            for name in known:
+                if name and name.strip():
+                    names.setdefault(name.strip().lower(), label(leg.side))
+        self._names = names
+        self._pattern = (
+            re.compile(
+                "|".join(
+                    rf"(?<!\w){re.escape(n)}(?!\w)"
+                    for n in sorted(names, key=len, reverse=True)  # the longest name wins
+                ),
+                re.IGNORECASE,
+            )
+            if names
+            else None
+        )
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(lambda m: self._names.get(m.group().lower(), "a model"), text)
+
+    def told(self, exc: PaddockError, side: Side) -> PaddockError:
+        """``exc`` as ``side``'s user may read it (the model under its label)."""
+        if side is None:
+            return exc
+        if isinstance(exc, ModelDown | ReplyRefused):
+            return exc.said_as(label(side), self)
+        return exc  # the chat side's own errors name conversations, never models
+
+    def text(self, exc: PaddockError, side: Side) -> str:
+        """What ``side``'s user reads of ``exc``: any error, a model's own or not."""
+        if side is None:
+            return str(exc)
+        told = self.told(exc, side)
+        return str(told) if told is not exc else self(str(exc))
 
 
 async def open_legs(
@@ -217,9 +294,13 @@ async def open_legs(
                 submission_id=leg.served.submission.id,
                 content="",
                 side=leg.side,
-                error=str(exc),
+                error=str(exc),  # the real name: the record is for developers and operators
             )
-    raise failed[0][1]
+    leg, exc = failed[0]
+    told = Masker(legs).told(exc, leg.side) if isinstance(exc, PaddockError) else exc
+    if told is exc:
+        raise exc
+    raise told from exc
 
 
 _running: set[asyncio.Task[None]] = set()  # reply readers outlive a client that left
@@ -236,6 +317,7 @@ async def pump(
     """Every side's events as they come (in order, grouped as they arrived); each reply is
     stored as its stream ends, after the user's turn (``stored``) is."""
     queue: asyncio.Queue[Event | None] = asyncio.Queue()
+    mask = Masker(legs)
 
     async def drive(leg: Leg, stream: ReplyStream) -> None:
         sid = leg.served.submission.id
@@ -254,7 +336,7 @@ async def pump(
                     side=leg.side,
                     error=str(exc),
                 )
-                queue.put_nowait(Event("error", leg.side, str(exc)))
+                queue.put_nowait(Event("error", leg.side, mask.text(exc, leg.side)))
                 return
             stats = stream.stats
             if stored is not None:
@@ -272,7 +354,7 @@ async def pump(
             )
             queue.put_nowait(Event("done", leg.side, message_id=msg.id, stats=stats))
         except PaddockError as exc:
-            queue.put_nowait(Event("error", leg.side, str(exc)))
+            queue.put_nowait(Event("error", leg.side, mask.text(exc, leg.side)))
         except Exception:
             log.exception("relaying a reply of %s in %s failed", sid, conversation_id)
             queue.put_nowait(
@@ -348,7 +430,11 @@ def _sse_of(ev: Event) -> bytes:
     responses={503: {"model": ErrorPublic, "description": "no model can take it right now"}},
 )
 async def start_conversation(body: StartConversation, relay: RelayDep) -> ConversationStarted:
-    """Start a conversation with the model the router picks (two anonymous ones in an arena)."""
+    """Start a conversation with the model the router picks (two anonymous ones in an arena).
+
+    The user learns the model's name and one sentence on why (in an arena, neither); the
+    router's whole explanation, which names every served model, is stored with the
+    conversation for developers."""
     decision = await routing.choose(relay.client, mode=body.mode)
     arena = body.mode == "arena"
     conv = await run_in_threadpool(
@@ -360,12 +446,14 @@ async def start_conversation(body: StartConversation, relay: RelayDep) -> Conver
         consent=body.consent,
         route=decision.model_dump(mode="json"),
     )
+    if arena:  # nothing that could tell the two models apart before the vote
+        return ConversationStarted(conversation_id=conv.id, mode=body.mode, model=None, route=None)
     name = next(c.name for c in decision.candidates if c.submission_id == decision.chosen[0])
     return ConversationStarted(
         conversation_id=conv.id,
         mode=body.mode,
-        model=None if arena else name,
-        route=None if arena else decision,
+        model=name,
+        route=RouteNote(reason=routing.user_reason(decision)),
     )
 
 
