@@ -10,6 +10,13 @@ from __future__ import annotations
 
 import sys
 
+from paddock.config import settings_or_exit
+
+if __name__ == "__main__":
+    # The stages read the settings as they are imported (their retry policy): a bad
+    # setting must end the process with one sentence before that, not a traceback.
+    settings_or_exit()
+
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_origin
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-__all__ = ["Settings", "get_settings", "reset_settings"]
+from paddock.errors import ConfigurationError
+
+__all__ = ["Settings", "get_settings", "reset_settings", "settings_or_exit"]
 
 
 class Settings(BaseSettings):
@@ -83,7 +87,12 @@ class Settings(BaseSettings):
 
 @functools.cache
 def get_settings() -> Settings:
-    settings = Settings()
+    """The process's settings; a malformed environment variable is a `ConfigurationError`
+    naming the variable and what it accepts (an operator reads it, not a programmer)."""
+    try:
+        settings = Settings()
+    except (ValidationError, SettingsError) as exc:
+        raise ConfigurationError(_explain_settings(exc)) from None
     settings.home.mkdir(parents=True, exist_ok=True)
     # Each paddock home carries its own Prefect home (blocks, ephemeral database) unless
     # the operator points Prefect elsewhere: a fresh home is a fresh machine.
@@ -94,3 +103,68 @@ def get_settings() -> Settings:
 def reset_settings() -> None:
     """Forget cached settings (tests change the environment between cases)."""
     get_settings.cache_clear()
+
+
+def settings_or_exit() -> Settings:
+    """For a process's entry point (`python -m flows.…`): a bad setting ends it with one
+    sentence on stderr and status 2, before any framework can turn it into a traceback."""
+    try:
+        return get_settings()
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# What a setting accepts, said for the person editing the environment; keyed by pydantic's
+# error type (its own messages speak of "Input" and link to its docs).
+_ACCEPTS = {
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "bool_parsing": "true or false (or 1/0, yes/no, on/off)",
+    "bool_type": "true or false (or 1/0, yes/no, on/off)",
+    "path_type": "a path",
+}
+# Values of these settings are never repeated in a message: it may end up in a log.
+_SECRET_WORDS = ("secret", "token", "key", "password")
+
+
+def _env_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    return alias if isinstance(alias, str) else f"PADDOCK_{field.upper()}"
+
+
+def _shown(env: str, value: Any) -> str:
+    if any(word in env.lower() for word in _SECRET_WORDS):
+        return " (value not shown)"
+    given = repr(value)
+    return f" (got {given if len(given) <= 60 else given[:57] + '...'})"
+
+
+def _explain_settings(exc: ValidationError | SettingsError) -> str:
+    """One sentence naming each bad environment variable and what it accepts."""
+    parts: list[str] = []
+    if isinstance(exc, SettingsError):
+        # Raised before validation, for a setting read as JSON that is not JSON.
+        found = re.search(r'field "(\w+)"', str(exc))
+        field = found.group(1) if found else ""
+        env = _env_name(field) if field else "a setting"
+        info = Settings.model_fields.get(field)
+        listed = info is not None and get_origin(info.annotation) is list
+        accepts = 'a JSON list, e.g. ["/srv/models"]' if listed else "JSON"
+        parts.append(f"{env} should be {accepts}{_shown(env, os.environ.get(env, ''))}")
+    else:
+        for err in exc.errors():
+            field, *inner = (str(p) for p in err["loc"])
+            env = _env_name(field) + "".join(f"[{i}]" for i in inner)
+            kind = str(err["type"])
+            if kind == "literal_error":
+                accepts = str(err.get("ctx", {}).get("expected", "one of its choices"))
+            else:
+                msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Input ")
+                accepts = _ACCEPTS.get(kind) or msg.removeprefix("should be ")
+            parts.append(f"{env} should be {accepts}{_shown(env, err.get('input'))}")
+    return f"invalid environment setting — {'; '.join(parts)}: correct it or unset it"

@@ -28,7 +28,7 @@ def print_json(data: Any) -> None:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]error:[/] {message}", highlight=False)
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -38,13 +38,14 @@ def api_mode() -> bool:
 
 class _Paddock(typer.Typer):
     """A paddock error is said in one sentence, never as a traceback, whichever command
-    (or front end: database or API) raised it."""
+    (or front end: database or API) raised it — on one line, however narrow the terminal,
+    so a log or a script reading stderr gets it whole."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().__call__(*args, **kwargs)
         except PaddockError as exc:
-            err.print(f"[red]error:[/] {exc}", highlight=False)
+            err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise SystemExit(2) from None
 
 

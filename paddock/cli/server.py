@@ -18,6 +18,12 @@ def serve(
     """Serve the paddock API (OpenAPI document at /docs and /openapi.json)."""
     import uvicorn
 
+    from paddock.config import get_settings
+
+    # Read now, not in the app's lifespan: a bad setting is then one sentence from the
+    # CLI, not uvicorn's "Application startup failed" after a traceback.
+    get_settings()
+
     uvicorn.run(
         "paddock.api.app:create_app", factory=True, host=host, port=port, log_level=log_level
     )
