@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     router_reprobe_s: float = 2.0
     relay_connect_timeout_s: float = 5.0
     relay_read_timeout_s: float = 60.0  # the longest silence inside a reply's stream
+    # Rate limits (paddock/api/limits.py), token buckets kept by each API process: up to
+    # `burst` requests at once, refilled at the rate; a rate of 0 turns that limit off.
+    # Submissions per developer; chat requests (starts, messages, regenerations,
+    # completions) per user; conversation starts per client address.
+    rate_submissions_per_hour: float = Field(default=30.0, ge=0)
+    rate_submissions_burst: int = Field(default=10, ge=1)
+    rate_chat_per_minute: float = Field(default=60.0, ge=0)
+    rate_chat_burst: int = Field(default=60, ge=1)
+    rate_starts_per_minute_per_ip: float = Field(default=120.0, ge=0)
+    rate_starts_burst: int = Field(default=60, ge=1)
     # The CLI talks to this API (with PADDOCK_API_KEY or the key `paddock login` stored)
     # instead of the database when it is set.
     api_url: str | None = None

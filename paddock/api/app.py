@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from paddock import __version__
+from paddock.api.limits import Limits, RateLimited
 from paddock.api.routes import chat, developers, feedback, metrics, openai_compat, submissions, web
 from paddock.api.schemas import FieldError, ValidationErrorPublic
 from paddock.db import init_db
@@ -63,6 +64,8 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
     )
+    app.state.limits = Limits.from_settings()  # this process's rate limits
+    app.add_exception_handler(RateLimited, _rate_limited)
     app.add_exception_handler(PaddockError, _paddock_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(Exception, _unexpected)
@@ -88,6 +91,12 @@ async def _paddock_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s: %s", request.method, request.url.path, exc)
     headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
     return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
+
+
+async def _rate_limited(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RateLimited)
+    headers = {"Retry-After": str(exc.retry_after)}
+    return JSONResponse({"detail": str(exc)}, status_code=429, headers=headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -51,6 +51,7 @@ from paddock.api.chat_schemas import (
     VotePublic,
     utc,
 )
+from paddock.api.limits import RATE_LIMITED, client_address, limits_of
 from paddock.api.schemas import ErrorPublic, ValidationErrorPublic
 from paddock.conversations import Served
 from paddock.errors import (
@@ -427,14 +428,21 @@ def _sse_of(ev: Event) -> bytes:
 @router.post(
     "/conversations",
     status_code=status.HTTP_201_CREATED,
-    responses={503: {"model": ErrorPublic, "description": "no model can take it right now"}},
+    responses={
+        503: {"model": ErrorPublic, "description": "no model can take it right now"},
+        **RATE_LIMITED,
+    },
 )
-async def start_conversation(body: StartConversation, relay: RelayDep) -> ConversationStarted:
+async def start_conversation(
+    body: StartConversation, relay: RelayDep, request: Request
+) -> ConversationStarted:
     """Start a conversation with the model the router picks (two anonymous ones in an arena).
 
     The user learns the model's name and one sentence on why (in an arena, neither); the
     router's whole explanation, which names every served model, is stored with the
     conversation for developers."""
+    address = client_address(request)
+    limits_of(request).conversation_start(user_id=body.user_id, address=address)
     decision = await routing.choose(relay.client, mode=body.mode)
     arena = body.mode == "arena"
     conv = await run_in_threadpool(
@@ -457,14 +465,15 @@ async def start_conversation(body: StartConversation, relay: RelayDep) -> Conver
     )
 
 
-@router.post("/conversations/{conversation_id}/messages", responses=_STREAM)
+@router.post("/conversations/{conversation_id}/messages", responses=_STREAM | RATE_LIMITED)
 async def send_message(
-    conversation_id: str, body: UserMessage, relay: RelayDep
+    conversation_id: str, body: UserMessage, relay: RelayDep, request: Request
 ) -> StreamingResponse:
     """Send the user's message; the reply streams back (both replies, in an arena)."""
     conv = await run_in_threadpool(
         conversations.require_conversation, conversation_id=conversation_id
     )
+    limits_of(request).chat_turn(user_hash=conv.user_hash, address=client_address(request))
     text = await run_in_threadpool(privacy.scrub, body.content)
     legs = await run_in_threadpool(plan, conv, new_text=text)
     stored = asyncio.ensure_future(
@@ -478,12 +487,13 @@ async def send_message(
     )
 
 
-@router.post("/conversations/{conversation_id}/regenerate", responses=_STREAM)
-async def regenerate(conversation_id: str, relay: RelayDep) -> StreamingResponse:
+@router.post("/conversations/{conversation_id}/regenerate", responses=_STREAM | RATE_LIMITED)
+async def regenerate(conversation_id: str, relay: RelayDep, request: Request) -> StreamingResponse:
     """Answer the last message again; the new reply replaces the old (and counts as a retry)."""
     conv = await run_in_threadpool(
         conversations.require_conversation, conversation_id=conversation_id
     )
+    limits_of(request).chat_turn(user_hash=conv.user_hash, address=client_address(request))
     legs = await run_in_threadpool(plan, conv, new_text=None, regenerate=True)
     streams = await open_legs(relay, conv.id, legs)
     return StreamingResponse(

@@ -21,13 +21,14 @@ from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from paddock import conversations, privacy
 from paddock import router as routing
 from paddock.api.chat_schemas import ChatCompletionCreate, ModelCard, ModelList
+from paddock.api.limits import RATE_LIMITED, Limits, client_address, limits_of
 from paddock.api.routes.chat import (
     SSE_HEADERS,
     Leg,
@@ -129,12 +130,23 @@ def _overrides(body: ChatCompletionCreate) -> dict[str, Any]:
 
 
 def _prepare(
-    body: ChatCompletionCreate, header: str | None, decision: routing.RouteDecision | None
+    body: ChatCompletionCreate,
+    header: str | None,
+    decision: routing.RouteDecision | None,
+    limits: Limits,
+    address: str,
 ) -> tuple[str, Leg, Callable[[], object]]:
     """Find the conversation (or pick an id for a new one) and plan its request; return
     the write that records the user's turn(s), for the caller to run beside the model's
-    prefill. Nothing is written here, so a refused request leaves no trace."""
+    prefill. Nothing is written here, so a refused request leaves no trace.
+
+    A continued conversation counts against its user's rate limit; a new one is a
+    conversation start (the caller's address, and the `user` it names if any)."""
     conv = _find(header, body.user)
+    if conv is not None:
+        limits.chat_turn(user_hash=conv.user_hash, address=address)
+    else:
+        limits.conversation_start(user_id=body.user, address=address)
     turns = _turns(body)
     overrides = _overrides(body)
     if conv is not None:
@@ -174,11 +186,15 @@ def _prepare(
 
 @router.post(
     "/chat/completions",
-    responses={200: {"content": {"text/event-stream": {}, "application/json": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}, "application/json": {}}},
+        **RATE_LIMITED,
+    },
 )
 async def chat_completions(
     body: ChatCompletionCreate,
     relay: RelayDep,
+    request: Request,
     conversation: Annotated[str | None, Header(alias=CONVERSATION_HEADER)] = None,
 ) -> Response:
     """A chat completion, streamed (OpenAI chunks, then `[DONE]`) or whole."""
@@ -189,7 +205,9 @@ async def chat_completions(
         found = await run_in_threadpool(_find, conversation, body.user)
         if found is None:
             decision = await routing.choose(relay.client, mode="api")
-    cid, leg, store = await run_in_threadpool(_prepare, body, conversation, decision)
+    cid, leg, store = await run_in_threadpool(
+        _prepare, body, conversation, decision, limits_of(request), client_address(request)
+    )
     stored = asyncio.ensure_future(run_in_threadpool(store))
     (stream,) = await open_legs(relay, cid, [leg], stored=stored)
     headers = {CONVERSATION_HEADER: cid}

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from paddock import crud, submissions, timeline
 from paddock.api.deps import CurrentDeveloper
+from paddock.api.limits import RATE_LIMITED, submission_quota
 from paddock.api.schemas import (
     ErrorPublic,
     StatusPublic,
@@ -48,7 +49,9 @@ router = APIRouter(
     responses={
         200: {"model": SubmissionDraft, "description": "dry run: what would be recorded"},
         503: {"model": ErrorPublic, "description": "the pipeline could not be started"},
+        **RATE_LIMITED,
     },
+    dependencies=[Depends(submission_quota)],  # a run each: per developer, rate-limited
 )
 def create_submission(
     body: SubmissionCreate, developer: CurrentDeveloper, response: Response
@@ -104,7 +107,8 @@ def teardown_submission(submission_id: str, developer: CurrentDeveloper) -> Stop
 @router.post(
     "/{submission_id}/redeploy",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=_NOT_YOURS | _CONFLICT,
+    responses=_NOT_YOURS | _CONFLICT | RATE_LIMITED,
+    dependencies=[Depends(submission_quota)],
 )
 def redeploy_submission(submission_id: str, developer: CurrentDeveloper) -> SubmissionPublic:
     """Serve an inactive or torn-down model again; its run skips the finished stages."""
