@@ -2,8 +2,11 @@
 
 A real model (SmolLM2-135M-Instruct) is prepared offline and published on a local hub
 mirror, submitted with the `paddock` command, carried through every stage on embedded
-defaults (SQLite, a local model store, a local vLLM process), asked a question, and its
-timeline printed. With `--real-hub` the same path pulls from huggingface.co instead.
+defaults (SQLite, a local model store, a local vLLM process) and its timeline printed.
+Then the other half: `paddock serve` starts, a user's chat goes through paddock's router
+and relay to the new model, the user rates it, the feedback flow runs, and the developer
+reads her first feedback with her API key. With `--real-hub` the model comes from
+huggingface.co instead.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parents[1]
 REPO_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 QUESTION = "What is the capital of France?"
+DEVELOPER = "demo-developer"
 console = Console()
 
 
@@ -80,30 +84,40 @@ def main(argv: list[str] | None = None) -> int:
         if endpoint:
             env["HF_ENDPOINT"] = endpoint
         console.rule(f"[bold]2. paddock submit {REPO_ID} --wait")
+        key = _developer_key(env)
+        started = time.monotonic()
         submitted = _paddock(
-            "submit", REPO_ID, "--name", "smollm2-demo", "--wait", "--json", env=env
-        )
+            "submit", REPO_ID, "--name", "smollm2-demo", "--developer", DEVELOPER,
+            "--param", "temperature=0", "--wait", "--json", env=env,
+        )  # fmt: skip
         report = json.loads(submitted.stdout or "{}")
         if submitted.returncode != 0 or report.get("status") != "deployed":
             console.print(f"[red]submission did not deploy:[/] {report.get('reason')}")
             console.print(f"flow log: {home / 'logs'}")
             return 1
-        console.rule("[bold]3. A user asks the deployed model")
-        answer = httpx.post(
-            f"{report['endpoint']}/v1/chat/completions",
-            json={
-                "model": "smollm2-demo",
-                "messages": [{"role": "user", "content": QUESTION}],
-                "max_tokens": 48,
-                "temperature": 0,
-            },
-            timeout=120,
-        ).json()["choices"][0]["message"]["content"]
-        console.print(f"[bold]user:[/] {QUESTION}\n[bold]smollm2-demo:[/] {answer.strip()}")
-        console.rule("[bold]4. The timeline")
+        console.rule("[bold]3. The timeline")
         subprocess.run(
             [sys.executable, "-m", "paddock.cli", "status", report["id"]], env=env, cwd=ROOT
         )
+        console.rule("[bold]4. A user chats with it through paddock, and rates it")
+        with _serve(env, home) as api:
+            _chat_and_rate(api)
+            console.rule("[bold]5. The feedback flow, then the developer reads her feedback")
+            subprocess.run(
+                [sys.executable, "-m", "flows.feedback"],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=True,
+            )
+            dev_env = {**env, "PADDOCK_API_URL": api, "PADDOCK_API_KEY": key}
+            subprocess.run(
+                [sys.executable, "-m", "paddock.cli", "feedback", report["id"]],
+                env=dev_env,
+                cwd=ROOT,
+            )
+            console.print(f"submit → first feedback readable: {time.monotonic() - started:.1f} s")
         if args.keep:
             console.print(
                 f"still serving at {report['endpoint']} (PADDOCK_HOME={home}); "
@@ -113,6 +127,73 @@ def main(argv: list[str] | None = None) -> int:
             _paddock("teardown", report["id"], env=env)
             console.print("model server stopped")
     return 0
+
+
+@contextlib.contextmanager
+def _serve(env: dict[str, str], home: Path) -> Iterator[str]:
+    """`paddock serve` on a free port for the rest of the demo."""
+    from paddock.testkit.ports import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (home / "serve.log").open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "paddock.cli", "serve", "--port", str(port)],
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200:
+                    break
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"paddock serve did not start; see {home / 'serve.log'}")
+            time.sleep(0.2)
+        console.print(f"paddock serve: {url} (chat page {url}/, dashboard {url}/dashboard)")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _developer_key(env: dict[str, str]) -> str:
+    created = _paddock("developer", "create", DEVELOPER, env=env)
+    for word in (created.stdout or "").split():
+        if word.startswith("pdk_"):
+            return word
+    raise RuntimeError("paddock developer create printed no key")
+
+
+def _chat_and_rate(api: str) -> None:
+    """What a chat app's backend does: start a beta conversation, stream a reply, rate."""
+    with httpx.Client(base_url=api, timeout=120) as client:
+        started = (
+            client.post(
+                "/chat/conversations",
+                json={"mode": "beta", "user_id": "demo-user", "consent": True},
+            )
+            .raise_for_status()
+            .json()
+        )
+        console.print(f"the router chose [bold]{started['model']}[/]")
+        path = f"/chat/conversations/{started['conversation_id']}/messages"
+        reply: list[str] = []
+        with client.stream("POST", path, json={"content": QUESTION}) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    reply.append(event.get("delta", ""))
+                    if "error" in event:
+                        raise RuntimeError(event["error"])
+        console.print(f"[bold]user:[/] {QUESTION}\n[bold]smollm2-demo:[/] {''.join(reply).strip()}")
+        text = "Right answer, and clearly put. Write to me at demo.user@example.com"
+        client.post(
+            f"/chat/conversations/{started['conversation_id']}/feedback",
+            json={"thumbs_up": True, "text": text},
+        ).raise_for_status()
+        console.print(f"the user rated it: thumbs up, {text!r}")
 
 
 if __name__ == "__main__":

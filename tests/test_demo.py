@@ -29,5 +29,10 @@ def test_demo_serves_smollm2_and_answers(tmp_path: Path) -> None:
     assert "Paris" in done.stdout  # a real answer, through the whole pipeline
     for stage in ("download", "sanity", "serialize", "upload", "deploy", "warmup", "stress"):
         assert stage in done.stdout
+    assert "the router chose smollm2-demo" in done.stdout
+    assert (
+        "[email]" in done.stdout
+        and "demo.user@example.com" not in done.stdout.split("the user rated it")[1]
+    )  # what the developer reads is scrubbed
     assert "model server stopped" in done.stdout
     assert len(vllm_processes()) == before
