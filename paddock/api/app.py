@@ -13,9 +13,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from paddock import __version__
 from paddock.api.limits import Limits, RateLimited
@@ -63,11 +65,15 @@ def create_app() -> FastAPI:
         summary="Take a submitted language model to real users in minutes.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        # Every 422 is `_invalid_request`'s answer, whichever router the route is on; a
+        # router that does not say so would be documented with FastAPI's other shape.
+        responses={422: {"model": ValidationErrorPublic, "description": "a malformed request"}},
     )
     app.state.limits = Limits.from_settings()  # this process's rate limits
     app.add_exception_handler(RateLimited, _rate_limited)
     app.add_exception_handler(PaddockError, _paddock_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
 
     app.include_router(developers.router)
@@ -113,6 +119,20 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     parts = [f"{'.'.join(map(str, e.loc))}: {e.msg}" if e.loc else e.msg for e in errors]
     body = ValidationErrorPublic(detail=f"invalid request — {'; '.join(parts)}", errors=errors)
     return JSONResponse(body.model_dump(mode="json"), status_code=422)
+
+
+# FastAPI's answer to a body it cannot even decode (bytes that are not UTF-8): a bare 400,
+# where every other malformed body is a 422 naming the problem.
+_UNREADABLE_BODY = "There was an error parsing the body"
+
+
+async def _http_error(request: Request, exc: Exception) -> Any:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and exc.detail == _UNREADABLE_BODY:
+        error = FieldError(loc=[], msg="the body is not UTF-8 JSON text", type="json_invalid")
+        body = ValidationErrorPublic(detail=f"invalid request — {error.msg}", errors=[error])
+        return JSONResponse(body.model_dump(mode="json"), status_code=422)
+    return await http_exception_handler(request, exc)
 
 
 def _field_error(err: Any) -> FieldError:

@@ -10,20 +10,31 @@ choice.
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
+from deployments.processes import proc_start
 from paddock import accounts, crud
 from paddock.config import reset_settings
 from paddock.db import session_scope
 from paddock.models import Status, Submission
 
-__all__ = ["Dev", "own_database", "settings_env", "new_developer", "deploy_model", "paddock_app"]
+__all__ = [
+    "Dev",
+    "own_database",
+    "settings_env",
+    "new_developer",
+    "deploy_model",
+    "stand_in_process",
+    "paddock_app",
+]
 
 
 @dataclass(frozen=True)
@@ -65,8 +76,15 @@ def new_developer() -> Dev:
     return Dev(developer.id, developer.name, accounts.issue_key(developer_id=developer.id))
 
 
-def deploy_model(endpoint: str, *, name: str = "fake", developer: str = "alice") -> Submission:
-    """A submission in status deployed, served at ``endpoint`` (no pipeline ran)."""
+def deploy_model(
+    endpoint: str,
+    *,
+    name: str = "fake",
+    developer: str = "alice",
+    handle: dict[str, Any] | None = None,
+) -> Submission:
+    """A submission in status deployed, served at ``endpoint`` (no pipeline ran); give a
+    ``handle`` (`stand_in_process`) where something may stop the deployment."""
     sub = crud.create_submission(
         developer=developer, source=f"org/{name}", display_name=name, generation_params=None
     )
@@ -76,11 +94,35 @@ def deploy_model(endpoint: str, *, name: str = "fake", developer: str = "alice")
         row.status = Status.deployed
         session.add(row)
     crud.record_deployment(
-        submission_id=sub.id, backend="local", endpoint=endpoint, handle={"served_name": name}
+        submission_id=sub.id,
+        backend="local",
+        endpoint=endpoint,
+        handle={**(handle or {}), "served_name": name},
     )
     found = crud.get_submission(submission_id=sub.id)
     assert found is not None
     return found
+
+
+@contextmanager
+def stand_in_process(log_dir: Path) -> Iterator[dict[str, Any]]:
+    """A local backend's handle on a real process group of this test's own (a `sleep`
+    standing in for vLLM), so deactivating or tearing the model down stops something that
+    exists, and never anything else."""
+    proc = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield {
+            "backend": "local",
+            "pid": proc.pid,
+            "pgid": proc.pid,
+            "proc_start": proc_start(proc.pid),
+            "log_path": str(log_dir / f"stand-in-{proc.pid}.log"),
+            "home": None,
+        }
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def paddock_app() -> FastAPI:
