@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from blocks import ModelStore, model_store, serving_target
 from deployments import ServeSpec
 from paddock import crud
 from paddock.bundle import SIDE_FILES
+from paddock.checks.config import read_json, serving_limits
 from paddock.config import get_settings
 from paddock.contracts import Endpoint, StoredBundle
 from paddock.params import GenerationParams
@@ -25,7 +28,13 @@ def _serving(submission_id: str, endpoint: Endpoint) -> bool:
 
 
 def build_spec(submission_id: str, stored: StoredBundle) -> ServeSpec:
-    """What to serve and how, from the stored bundle and the serving target."""
+    """What to serve and how, from the stored bundle, the model's config and the target.
+
+    The context length and dtype come from the model's own config.json: the target's
+    ``max_model_len`` is a cap (a model built for 256 tokens is served with 256, not a
+    platform default it cannot meet) and its ``dtype`` applies only when it forces one
+    (``auto`` defers to the config's ``torch_dtype``; float32 is forced on CPU).
+    """
     sub = crud.require_submission(submission_id=submission_id)
     store_block = model_store()
     target = serving_target()
@@ -39,6 +48,8 @@ def build_spec(submission_id: str, stored: StoredBundle) -> ServeSpec:
             list(config_files),
             get_settings().work_dir / submission_id / "serve-config",
         )
+    config = _model_config(store_block, stored, local_config_dir)
+    max_model_len, dtype = serving_limits(config, cap=target.max_model_len, dtype=target.dtype)
     return ServeSpec(
         submission_id=submission_id,
         served_name=sub.display_name,
@@ -46,11 +57,22 @@ def build_spec(submission_id: str, stored: StoredBundle) -> ServeSpec:
         config_files=config_files,
         local_config_dir=local_config_dir,
         s3_endpoint=store_block.endpoint_url if store_block.is_s3 else None,
-        dtype=target.dtype,
-        max_model_len=target.max_model_len,
+        dtype=dtype,
+        max_model_len=max_model_len,
         env=_s3_env(store_block) if store_block.is_s3 and target.backend == "local" else {},
         generation_defaults=GenerationParams(**sub.generation_params).serving_defaults(),
     )
+
+
+def _model_config(
+    store_block: ModelStore, stored: StoredBundle, local_config_dir: Path | None
+) -> dict[str, Any]:
+    """The bundle's config.json, from the copy already fetched or straight from the store."""
+    if local_config_dir is not None:
+        return read_json(local_config_dir / "config.json")
+    with tempfile.TemporaryDirectory(prefix="paddock-config-") as tmp:
+        fetched = store_block.open().fetch(stored.digest, ["config.json"], Path(tmp))
+        return read_json(fetched / "config.json")
 
 
 def _s3_env(store_block: ModelStore) -> dict[str, str]:

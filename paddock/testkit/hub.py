@@ -44,6 +44,13 @@ version of each claim.
 * ``snapshot_download(repo_id, revision=..., allow_patterns=..., endpoint=...)`` works
   (``revision=None`` means ``main`` and works too); the snapshot directory is named by
   the resolved sha. ``HF_ENDPOINT`` in a child process's environment works the same.
+* ``list_repo_tree(repo, revision=sha, recursive=True)`` gives every file *with its
+  size* (``RepoFile.size``), which ``model_info`` does not: paddock lists a submission
+  this way to refuse an oversized model before downloading it.
+* No private repositories: offline olah serves every mirrored repository to anyone and
+  has no notion of tokens. A private repo on a real hub answers a client without a token
+  as a missing one does (401/404 → ``RepositoryNotFoundError``), so that path is tested
+  with a repository that does not exist.
 * ``list_repo_files(repo, revision=...)``, ``list_repo_tree``, ``get_paths_info``
   (with ``.lfs`` populated for LFS-stored files), ``list_repo_refs`` (branches and tags
   with target commits), ``file_exists``, ``repo_exists``, ``revision_exists`` work.
@@ -189,17 +196,32 @@ def git_commit_dir(
     env = {"GIT_INDEX_FILE": str(index)}
     try:
         if lfs:
-            lines = []
+            # One `hash-object --stdin-paths` for every blob (LFS pointers written to files
+            # first): a process per file made committing dozens of variants take seconds.
+            pointers = git_dir / f"paddock-pointers-{os.getpid()}"
+            pointers.mkdir(exist_ok=True)
+            entries: list[tuple[str, Path]] = []
             for path in sorted(src_dir.rglob("*")):
                 rel = path.relative_to(src_dir).as_posix()
                 if not path.is_file() or path.name in _EXCLUDE or rel.startswith(".git/"):
                     continue
                 if path.stat().st_size >= LFS_THRESHOLD:
-                    pointer = _lfs_pointer(path, git_dir / "lfs" / "objects")
-                    sha = _git(repo, "hash-object", "-w", "--stdin", input=pointer)
+                    pointer = pointers / str(len(entries))
+                    pointer.write_bytes(_lfs_pointer(path, git_dir / "lfs" / "objects"))
+                    entries.append((rel, pointer))
                 else:
-                    sha = _git(repo, "hash-object", "-w", "--", str(path))
-                lines.append(f"100644 {sha}\t{rel}")
+                    entries.append((rel, path))
+            try:
+                shas = _git(
+                    repo,
+                    "hash-object",
+                    "-w",
+                    "--stdin-paths",
+                    input="".join(f"{p}\n" for _, p in entries).encode(),
+                ).split()
+            finally:
+                shutil.rmtree(pointers, ignore_errors=True)
+            lines = [f"100644 {sha}\t{rel}" for (rel, _), sha in zip(entries, shas, strict=True)]
             _git(
                 repo,
                 "update-index",

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -41,6 +44,8 @@ __all__ = [
     "VARIANT_KINDS",
     "build_tiny_llama",
     "make_variant",
+    "outside_path",
+    "payload_marker",
     "tiny_corpus",
 ]
 
@@ -89,6 +94,7 @@ TOKENIZER_FILES: Final = (
 )
 
 VARIANT_KINDS: Final = (
+    # the original seven
     "nan_weights",
     "pickle_only",
     "custom_code",
@@ -96,6 +102,39 @@ VARIANT_KINDS: Final = (
     "broken_config",
     "no_tokenizer",
     "no_safetensors",
+    # custom code without a .py file
+    "auto_map_only",
+    "trust_remote_code",
+    # pickle files
+    "pickle_beside_safetensors",
+    "pickle_pt",
+    "pickle_pkl",
+    "pickle_payload",
+    "pickle_payload_only",
+    # weights
+    "inf_weights",
+    "missing_tensor",
+    "shape_mismatch",
+    "extra_layers",
+    "truncated_safetensors",
+    "corrupted_safetensors",
+    "offsets_beyond_file",
+    "overlapping_offsets",
+    # config
+    "config_bad_values",
+    "short_context",
+    # tokenizer and chat template
+    "tokenizer_not_json",
+    "tokenizer_unloadable",
+    "no_chat_template",
+    "template_syntax_error",
+    "template_raises",
+    "template_forever",
+    "template_huge_output",
+    # the directory itself (local sources)
+    "symlink_file_outside",
+    "symlink_dir_outside",
+    "fifo_file",
 )
 
 _SUBJECTS = [
@@ -395,27 +434,288 @@ class CustomForCausalLM(LlamaForCausalLM):
 '''
 
 
+def payload_marker(dest: Path) -> Path:
+    """The file the ``pickle_payload*`` variants' pickle creates if it is ever unpickled.
+
+    Beside the variant directory, not inside it, so no copy of the repository carries it.
+    """
+    dest = Path(dest)
+    return dest.parent / f"{dest.name}.unpickled"
+
+
+def outside_path(dest: Path) -> Path:
+    """Where the ``symlink_*_outside`` variants' links point: a sibling of ``dest``."""
+    dest = Path(dest)
+    return dest.parent / f"{dest.name}.outside"
+
+
+class _RunsCode:
+    """Pickles to a call of ``exec``: unpickling it writes ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        code = f"import pathlib; pathlib.Path({self.marker!r}).write_text('unpickled')"
+        return exec, (code,)
+
+
+def _edit_json(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _edit_tensors(dest: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = dest / "model.safetensors"
+    tensors = load_file(weights)
+    edit(tensors)
+    save_file(tensors, weights, metadata={"format": "pt"})
+
+
+def _edit_header(dest: Path, edit: Callable[[dict[str, Any], int], None]) -> None:
+    """Rewrite model.safetensors' JSON header, leaving the tensor bytes as they are."""
+    path = dest / "model.safetensors"
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    data = raw[8 + length :]
+    edit(header, len(data))
+    new = json.dumps(header, separators=(",", ":")).encode()
+    new += b" " * (-len(new) % 8)
+    path.write_bytes(struct.pack("<Q", len(new)) + new + data)
+
+
+def _by_offset(header: dict[str, Any]) -> list[str]:
+    names = [k for k in header if k != "__metadata__"]
+    return sorted(names, key=lambda k: header[k]["data_offsets"][0])
+
+
+def _save_pickle(dest: Path, name: str, *, payload: bool = False, keep_safetensors: bool) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    state: dict[str, Any] = dict(load_file(dest / "model.safetensors"))
+    if payload:
+        state["__paddock_payload__"] = _RunsCode(payload_marker(dest))
+    torch.save(state, dest / name)
+    if not keep_safetensors:
+        for p in dest.glob("*.safetensors*"):
+            p.unlink()
+
+
+def _set_template(dest: Path, template: str) -> None:
+    _edit_json(dest / "tokenizer_config.json", lambda c: c.__setitem__("chat_template", template))
+    (dest / "chat_template.jinja").write_text(template)
+
+
+def _break_nan(dest: Path, value: float) -> None:
+    def edit(tensors: dict[str, Any]) -> None:
+        name = "model.layers.0.mlp.down_proj.weight"
+        if name not in tensors:
+            name = sorted(k for k, v in tensors.items() if v.is_floating_point())[0]
+        tensors[name] = tensors[name].clone()
+        tensors[name].view(-1)[0] = value
+
+    _edit_tensors(dest, edit)
+
+
+def _config(dest: Path, **changes: Any) -> None:
+    _edit_json(dest / "config.json", lambda c: c.update(changes))
+
+
+def _shape_mismatch(tensors: dict[str, Any]) -> None:
+    name = "model.layers.0.mlp.up_proj.weight"
+    tensors[name] = tensors[name].t().contiguous()
+
+
+def _truncate(dest: Path) -> None:
+    path = dest / "model.safetensors"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+
+
+def _corrupt(dest: Path) -> None:
+    """Keep the length prefix, replace the JSON header with bytes that are not JSON."""
+    path = dest / "model.safetensors"
+    raw = bytearray(path.read_bytes())
+    (length,) = struct.unpack("<Q", raw[:8])
+    noise = hashlib.sha256(b"paddock").digest()
+    for i in range(length):
+        raw[8 + i] = noise[i % len(noise)]
+    path.write_bytes(bytes(raw))
+
+
+def _beyond(header: dict[str, Any], data_len: int) -> None:
+    last = _by_offset(header)[-1]
+    begin, end = header[last]["data_offsets"]
+    header[last]["data_offsets"] = [begin + data_len, end + data_len]
+
+
+def _overlap(header: dict[str, Any], data_len: int) -> None:
+    second = _by_offset(header)[1]
+    begin, end = header[second]["data_offsets"]
+    header[second]["data_offsets"] = [begin - 4, end - 4]
+
+
+def _symlink_file(dest: Path) -> None:
+    outside = outside_path(dest)
+    outside.mkdir(parents=True, exist_ok=True)
+    shutil.move(dest / "tokenizer.json", outside / "tokenizer.json")
+    (dest / "tokenizer.json").symlink_to(outside / "tokenizer.json")
+
+
+def _symlink_dir(dest: Path) -> None:
+    outside = outside_path(dest)
+    outside.mkdir(parents=True, exist_ok=True)
+    (outside / "notes.txt").write_text("a file outside the submitted directory\n")
+    (dest / "extra").symlink_to(outside, target_is_directory=True)
+
+
+def _fifo(dest: Path) -> None:
+    (dest / "generation_config.json").unlink()
+    os.mkfifo(dest / "generation_config.json")
+
+
+def _custom_code(dest: Path) -> None:
+    _config(
+        dest,
+        auto_map={
+            "AutoConfig": "modeling_custom.CustomConfig",
+            "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM",
+        },
+        architectures=["CustomForCausalLM"],
+    )
+    (dest / "modeling_custom.py").write_text(_CUSTOM_MODELING)
+
+
+def _no_tokenizer(dest: Path) -> None:
+    for name in (*TOKENIZER_FILES, "vocab.json", "merges.txt", "tokenizer.model"):
+        (dest / name).unlink(missing_ok=True)
+
+
+def _no_template(dest: Path) -> None:
+    _edit_json(dest / "tokenizer_config.json", lambda c: c.pop("chat_template", None))
+    (dest / "chat_template.jinja").unlink()
+
+
+def _half(path: Path) -> str:
+    text = path.read_text()
+    return text[: len(text) // 2]
+
+
+_TEMPLATE_RAISES = (
+    "{% if messages[0]['role'] != 'system' %}"
+    "{{ raise_exception('Conversations must start with a system message') }}"
+    "{% endif %}" + CHAT_TEMPLATE
+)
+_TEMPLATE_FOREVER = (
+    "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}"
+    "{% endfor %}{% endfor %}{% endfor %}" + CHAT_TEMPLATE
+)
+_TEMPLATE_HUGE = (
+    "{% for i in range(100000) %}{{ messages[0]['content'] * 100 }}{% endfor %}" + CHAT_TEMPLATE
+)
+
+#: What each kind breaks, exactly one thing each (the docstring of :func:`make_variant`).
+_BREAKERS: Final[dict[str, Callable[[Path], None]]] = {
+    # one element of model.layers.0.mlp.down_proj.weight is NaN / +inf: still valid
+    # safetensors, so only a scan of the values catches it
+    "nan_weights": lambda d: _break_nan(d, float("nan")),
+    "inf_weights": lambda d: _break_nan(d, float("inf")),
+    # weights as pytorch_model.bin (torch.save), no safetensors
+    "pickle_only": lambda d: _save_pickle(d, "pytorch_model.bin", keep_safetensors=False),
+    # a pickle beside the (good) safetensors, as .bin, .pt and .pkl
+    "pickle_beside_safetensors": lambda d: _save_pickle(
+        d, "pytorch_model.bin", keep_safetensors=True
+    ),
+    "pickle_pt": lambda d: _save_pickle(d, "model.pt", keep_safetensors=True),
+    "pickle_pkl": lambda d: _save_pickle(d, "weights.pkl", keep_safetensors=True),
+    # pytorch_model.bin whose pickle runs exec() when loaded: it writes payload_marker(dest)
+    "pickle_payload": lambda d: _save_pickle(
+        d, "pytorch_model.bin", payload=True, keep_safetensors=True
+    ),
+    "pickle_payload_only": lambda d: _save_pickle(
+        d, "pytorch_model.bin", payload=True, keep_safetensors=False
+    ),
+    # config.json has auto_map and the repo ships modeling_custom.py
+    "custom_code": _custom_code,
+    # auto_map pointing at another repository's code: no .py file in this one
+    "auto_map_only": lambda d: _config(
+        d, auto_map={"AutoModelForCausalLM": "someone/else--modeling.CustomForCausalLM"}
+    ),
+    "trust_remote_code": lambda d: _config(d, trust_remote_code=True),
+    "unsupported_arch": lambda d: _config(d, architectures=["FooForCausalLM"], model_type="foo"),
+    # config.json is not valid JSON
+    "broken_config": lambda d: (d / "config.json").write_text(
+        _half(d / "config.json") + "\n<<< truncated, not JSON\n"
+    ),
+    # a config whose numbers are absurd (a billion layers)
+    "config_bad_values": lambda d: _config(d, num_hidden_layers=1_000_000_000),
+    # a valid model trained for 256 positions (the platform's default context is longer)
+    "short_context": lambda d: _config(d, max_position_embeddings=256),
+    # model.layers.1.self_attn.k_proj.weight removed
+    "missing_tensor": lambda d: _edit_tensors(
+        d, lambda t: t.pop("model.layers.1.self_attn.k_proj.weight")
+    ),
+    # model.layers.0.mlp.up_proj.weight transposed: same bytes, wrong shape
+    "shape_mismatch": lambda d: _edit_tensors(d, _shape_mismatch),
+    # config.json says one layer; the weights hold two
+    "extra_layers": lambda d: _config(d, num_hidden_layers=1),
+    # model.safetensors cut in half
+    "truncated_safetensors": _truncate,
+    # model.safetensors' JSON header overwritten with noise (length prefix kept)
+    "corrupted_safetensors": _corrupt,
+    # header rewritten: the last tensor's data_offsets point past the end of the file
+    "offsets_beyond_file": lambda d: _edit_header(d, _beyond),
+    # header rewritten: the second tensor starts 4 bytes inside the first
+    "overlapping_offsets": lambda d: _edit_header(d, _overlap),
+    # every tokenizer file removed
+    "no_tokenizer": _no_tokenizer,
+    # tokenizer.json cut off mid-way (not JSON)
+    "tokenizer_not_json": lambda d: (d / "tokenizer.json").write_text(_half(d / "tokenizer.json")),
+    # tokenizer.json is JSON but no tokenizer (an unknown model type)
+    "tokenizer_unloadable": lambda d: (d / "tokenizer.json").write_text(
+        json.dumps({"version": "1.0", "model": {"type": "NoSuchModel", "vocab": {}}})
+    ),
+    # no chat template anywhere
+    "no_chat_template": _no_template,
+    "template_syntax_error": lambda d: _set_template(
+        d, "{% for message in messages %}{{ message['content'] }"
+    ),
+    # raises on a conversation that does not start with a system message
+    "template_raises": lambda d: _set_template(d, _TEMPLATE_RAISES),
+    # 10**15 loop iterations before the first character: never finishes
+    "template_forever": lambda d: _set_template(d, _TEMPLATE_FOREVER),
+    # two hundred million characters for any conversation, streamed a piece at a time
+    "template_huge_output": lambda d: _set_template(d, _TEMPLATE_HUGE),
+    # tokenizer.json is a symbolic link to a file outside the directory
+    "symlink_file_outside": _symlink_file,
+    # extra/ is a symbolic link to a directory outside
+    "symlink_dir_outside": _symlink_dir,
+    # generation_config.json is a FIFO (a copy that opens it would block forever)
+    "fifo_file": _fifo,
+}
+
+
 def make_variant(src: Path, dest: Path, kind: str) -> Path:
     """Write a broken copy of the good repository ``src`` into ``dest``; return ``dest``.
 
-    Kinds (each breaks exactly one thing):
-
-    * ``nan_weights`` — one element of ``model.layers.0.mlp.down_proj.weight`` is NaN;
-      still valid safetensors, so only a numeric check catches it.
-    * ``pickle_only`` — weights as ``pytorch_model.bin`` (``torch.save``), no
-      safetensors: pickles can execute code on load and must be refused.
-    * ``custom_code`` — ``config.json`` has ``auto_map`` and the repo ships
-      ``modeling_custom.py`` (needs ``trust_remote_code``).
-    * ``unsupported_arch`` — ``architectures: ["FooForCausalLM"]``, ``model_type: "foo"``.
-    * ``broken_config`` — ``config.json`` is not valid JSON.
-    * ``no_tokenizer`` — every tokenizer file removed.
-    * ``no_safetensors`` — only ``README.md`` and ``config.json``, no weights at all.
+    Each kind breaks exactly one thing; see the comments on ``_BREAKERS`` (and
+    :data:`VARIANT_KINDS`). ``no_safetensors`` keeps only ``README.md`` and
+    ``config.json``. The ``pickle_payload*`` kinds write a pickle that would create
+    :func:`payload_marker` if it were ever unpickled; the ``symlink_*`` kinds link to
+    :func:`outside_path`.
     """
     if kind not in VARIANT_KINDS:
         raise ValueError(f"unknown variant kind {kind!r}; expected one of {VARIANT_KINDS}")
     src, dest = Path(src), Path(dest)
     if not (src / "config.json").is_file():
         raise FileNotFoundError(f"{src} is not a model repository (no config.json)")
+    payload_marker(dest).unlink(missing_ok=True)
+    shutil.rmtree(outside_path(dest), ignore_errors=True)
 
     if kind == "no_safetensors":
         if dest.exists():
@@ -427,45 +727,5 @@ def make_variant(src: Path, dest: Path, kind: str) -> Path:
         return dest
 
     _copy_repo(src, dest)
-    config_path = dest / "config.json"
-
-    if kind == "nan_weights":
-        from safetensors.torch import load_file, save_file
-
-        weights = dest / "model.safetensors"
-        tensors = load_file(weights)
-        name = "model.layers.0.mlp.down_proj.weight"
-        if name not in tensors:
-            name = sorted(k for k, v in tensors.items() if v.is_floating_point())[0]
-        tensors[name] = tensors[name].clone()
-        tensors[name].view(-1)[0] = float("nan")
-        save_file(tensors, weights, metadata={"format": "pt"})
-    elif kind == "pickle_only":
-        import torch
-        from safetensors.torch import load_file
-
-        tensors = load_file(dest / "model.safetensors")
-        torch.save(tensors, dest / "pytorch_model.bin")
-        for p in dest.glob("*.safetensors*"):
-            p.unlink()
-    elif kind == "custom_code":
-        config = json.loads(config_path.read_text())
-        config["auto_map"] = {
-            "AutoConfig": "modeling_custom.CustomConfig",
-            "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM",
-        }
-        config["architectures"] = ["CustomForCausalLM"]
-        config_path.write_text(json.dumps(config, indent=2) + "\n")
-        (dest / "modeling_custom.py").write_text(_CUSTOM_MODELING)
-    elif kind == "unsupported_arch":
-        config = json.loads(config_path.read_text())
-        config["architectures"] = ["FooForCausalLM"]
-        config["model_type"] = "foo"
-        config_path.write_text(json.dumps(config, indent=2) + "\n")
-    elif kind == "broken_config":
-        text = config_path.read_text()
-        config_path.write_text(text[: len(text) // 2] + "\n<<< truncated, not JSON\n")
-    elif kind == "no_tokenizer":
-        for name in (*TOKENIZER_FILES, "vocab.json", "merges.txt", "tokenizer.model"):
-            (dest / name).unlink(missing_ok=True)
+    _BREAKERS[kind](dest)
     return dest

@@ -10,6 +10,7 @@ import pytest
 
 from flows.submission import submission
 from paddock import crud, timeline
+from paddock.config import get_settings
 from paddock.errors import Rejected
 from tests.utils.blocks import use_hub, use_s3_store
 
@@ -36,16 +37,18 @@ def _submit_and_fail(source: str, revision: str | None = None) -> timeline.Statu
     return timeline.build(sub.id)
 
 
+# What the listing shows (file names) is refused by download, before anything is fetched;
+# what needs a file's contents, by sanity. tests/hardening has every hostile kind.
 CASES = [
     ("paddock-test/does-not-exist", None, "download", "not found"),
     ("paddock-test/tiny", "no-such-branch", "download", "revision"),
-    ("paddock-test/no-safetensors", None, "sanity", "no weights"),
-    ("paddock-test/pickle-only", None, "sanity", "pickle"),
-    ("paddock-test/custom-code", None, "sanity", "custom code"),
+    ("paddock-test/no-safetensors", None, "download", "no weights"),
+    ("paddock-test/pickle-only", None, "download", "pickle"),
+    ("paddock-test/custom-code", None, "download", "custom code"),
     ("paddock-test/unsupported-arch", None, "sanity", "not supported"),
     ("paddock-test/broken-config", None, "sanity", "config.json does not parse"),
     ("paddock-test/nan-weights", None, "sanity", "NaN"),
-    ("paddock-test/no-tokenizer", None, "sanity", "tokenizer"),
+    ("paddock-test/no-tokenizer", None, "download", "tokenizer"),
 ]
 
 
@@ -63,6 +66,7 @@ def test_bad_submission_fails_at_its_stage(
     assert [s.name for s in report.stages][-1] == stage, "nothing ran after the rejection"
     assert _objects(s3) == []
     assert report.artifacts == []
+    assert not (get_settings().work_dir / report.id).exists(), "files were left on disk"
 
 
 def test_source_outside_allowed_dirs_is_refused(s3: Any, tiny_model: Path) -> None:

@@ -79,6 +79,21 @@ def test_listing_refs_and_lfs_metadata(hub: HubMirror) -> None:
     assert api.model_info(REPO, revision=hub.sha_v1[:8]).sha == hub.sha_v1  # type: ignore[attr-defined]
 
 
+def test_tree_listing_gives_sizes(hub: HubMirror, tiny_model_dir: Path) -> None:
+    from huggingface_hub.hf_api import RepoFile
+
+    api = HfApi(endpoint=hub.endpoint)
+    sizes = {
+        entry.path: entry.size
+        for entry in api.list_repo_tree(REPO, revision=hub.sha_v1, recursive=True)  # type: ignore[attr-defined]
+        if isinstance(entry, RepoFile)
+    }
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert sizes[name] == (tiny_model_dir / name).stat().st_size
+    info = api.model_info(REPO, revision="main", files_metadata=True)
+    assert {s.size for s in info.siblings or []} == {None}  # why the tree is used
+
+
 def test_update_after_start_moves_branch_not_tag(
     hub: HubMirror, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
