@@ -43,6 +43,10 @@ def spawn_module(
     env = {**os.environ, "PADDOCK_HOME": str(settings.home)}
     env.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A fresh ephemeral Prefect sets up its database first: on a busy small machine that
+    # takes longer than Prefect's default 20 s wait, and the run would die before its first
+    # stage.
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     return subprocess.Popen(
         [sys.executable, "-m", module, *args],
         stdout=log,
