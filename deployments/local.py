@@ -46,6 +46,21 @@ DEFAULT_PYTHON = REPO_ROOT / ".venv-serving/bin/python"
 # Environment keys that carry S3 credentials; they go into a private ~/.s3cfg, never argv.
 _ACCESS_KEYS = ("S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
 _SECRET_KEYS = ("S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
+# What a vLLM server inherits from the process that starts it; nothing else crosses over.
+# That process (a flow run) holds the hub token, the store's keys and paddock's own
+# secrets, none of which a model server needs, and a process's environment is readable in
+# /proc/<pid>/environ and copied into crash reports. S3 keys reach it only as ~/.s3cfg.
+_CHILD_ENV = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+        "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED",
+        "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+        "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "LD_LIBRARY_PATH", "LD_PRELOAD",
+        "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+        "AWS_CA_BUNDLE", "NVIDIA_VISIBLE_DEVICES",
+    }
+)  # fmt: skip
+_CHILD_ENV_PREFIXES = ("VLLM_", "OMP_", "KMP_", "MKL_", "LC_", "CUDA_", "NCCL_", "TORCH_")
 _BIND_FAILURES = ("Address already in use", "[Errno 98]")
 
 
@@ -136,7 +151,7 @@ class LocalBackend:
         _check_port_free(self.host, port)
         cmd = self.command(spec, port)
 
-        env = {**os.environ, **spec.env}
+        env = _child_env(spec)
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_gib))
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("DO_NOT_TRACK", "1")
@@ -338,6 +353,24 @@ class LocalBackend:
         proc = self._procs.get(int(handle["pid"]))
         if proc is not None:
             proc.poll()
+
+
+def _child_env(spec: ServeSpec) -> dict[str, str]:
+    """The server's environment: the allowlisted part of ours, then the spec's own.
+
+    S3 keys stay only when the tensors stream from S3, and only until `_private_home`
+    moves them into ~/.s3cfg; ours are candidates there when the spec brings none.
+    """
+    env = {
+        k: v for k, v in os.environ.items() if k in _CHILD_ENV or k.startswith(_CHILD_ENV_PREFIXES)
+    }
+    env.update(spec.env)
+    for key in (*_ACCESS_KEYS, *_SECRET_KEYS):
+        if not spec.bundle_uri.startswith("s3://"):
+            env.pop(key, None)
+        elif key not in env and os.environ.get(key):
+            env[key] = os.environ[key]
+    return env
 
 
 def _local_path(uri: str) -> Path:
