@@ -68,6 +68,19 @@ class Settings(BaseSettings):
     # instead of the database when it is set.
     api_url: str | None = None
     api_key: SecretStr | None = None
+    # The platform stack (`paddock up`) and the SLA it enforces. The clock starts when a
+    # submission is accepted; Prefect's proactive automations need at least 10 s.
+    sla_seconds: int = Field(default=300, ge=10)
+    # Shared with the SLA automation's webhook; unset: a random one in HOME/hook-secret.key.
+    hook_secret: SecretStr | None = None
+    # "auto": through the `submission` deployment when PREFECT_API_URL names a server that
+    # has it, else a child process; "deployment" / "embedded" force one or the other.
+    dispatch: Literal["auto", "deployment", "embedded"] = "auto"
+    stack_host: str = "127.0.0.1"
+    prefect_port: int = 4200
+    api_port: int = 8321
+    # A Prefect notification block ("slack-webhook/on-call") told of every SLA breach.
+    sla_notify_block: str | None = None
     # Maintenance (flows/maintenance.py). Cleanup, hourly: a deployed model nobody has
     # chatted with for `idle_hours` is made inactive; a submission whose stages have shown
     # no activity for `stuck_minutes` is failed. Archive, daily: per (developer, display

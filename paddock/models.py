@@ -32,6 +32,7 @@ __all__ = [
     "Battle",
     "ModelHealth",
     "LeaderboardSnapshot",
+    "SlaRecord",
     "utcnow",
     "new_id",
 ]
@@ -272,3 +273,18 @@ class LeaderboardSnapshot(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
     rows: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
     arena: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+
+
+class SlaRecord(SQLModel, table=True):
+    """A submission's SLA clock: started once, at acceptance, and stopped once, by the
+    outcome (met) or by the first alarm that found the run still going (breached)."""
+
+    __tablename__ = "sla_records"
+
+    submission_id: str = Field(foreign_key="submissions.id", primary_key=True)
+    seconds: int  # the SLA in force when the submission was accepted
+    accepted_at: datetime
+    deadline: datetime = Field(index=True)
+    met_at: datetime | None = None
+    breached_at: datetime | None = None
+    breach_stage: str | None = None  # the stage under way when the deadline passed

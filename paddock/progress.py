@@ -12,6 +12,7 @@ from rich.table import Table
 
 from paddock import timeline
 from paddock.lifecycle import SETTLED
+from paddock.sla import describe
 from paddock.timeline import StatusReport
 
 __all__ = ["render", "artifacts_table", "stress_table", "watch"]
@@ -30,7 +31,11 @@ def render(report: StatusReport) -> Table:
     table = Table(
         title=f"{report.name} ({report.id}) — {report.status}",
         caption=(
-            f"{report.total_seconds:.1f} s of a {report.sla_seconds} s SLA"
+            (
+                describe(report.sla)
+                if report.sla
+                else f"{report.total_seconds:.1f} s of a {report.sla_seconds} s SLA"
+            )
             + (f" · {report.endpoint}" if report.endpoint else "")
         ),
     )

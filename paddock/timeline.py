@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC
 from typing import Any
 
-from paddock import crud
+from paddock import crud, sla
+from paddock.config import get_settings
 from paddock.models import StageRun, StageStatus, utcnow
 
 __all__ = ["StageSummary", "StatusReport", "build", "SLA_SECONDS"]
@@ -42,6 +43,9 @@ class StatusReport:
     stress: dict[str, Any] | None = None
     total_seconds: float = 0.0
     sla_seconds: int = SLA_SECONDS
+    # The SLA clock (`paddock.sla.SlaView.as_dict()`): time left, or how late and where
+    # the time went; None for a submission accepted before clocks were kept.
+    sla: dict[str, Any] | None = None
 
     @property
     def within_sla(self) -> bool:
@@ -103,6 +107,7 @@ def build(submission_id: str) -> StatusReport:
         total = (last - first).total_seconds()
     else:
         total = 0.0
+    clock = sla.view(submission_id)
     return StatusReport(
         id=sub.id,
         name=sub.display_name,
@@ -119,4 +124,6 @@ def build(submission_id: str) -> StatusReport:
         ],
         stress=_headline(crud.latest_stress_run(submission_id=submission_id)),
         total_seconds=round(total, 3),
+        sla_seconds=clock.seconds if clock else get_settings().sla_seconds,
+        sla=clock.as_dict() if clock else None,
     )

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
+import paddock.api.routes.hooks as hooks
 from paddock import __version__
 from paddock.api.limits import Limits, RateLimited
 from paddock.api.routes import chat, developers, feedback, metrics, openai_compat, submissions, web
@@ -83,6 +84,7 @@ def create_app() -> FastAPI:
     app.include_router(feedback.router)
     app.include_router(web.router)  # the browser pages and their static files
     app.include_router(metrics.router)  # GET /metrics for Prometheus
+    app.include_router(hooks.router)  # Prefect automations call back here (SLA)
     return app
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "StopPublic",
     "StagePublic",
     "ArtifactPublic",
+    "SlaPublic",
     "StatusPublic",
     "DeveloperPublic",
     "DeveloperCreated",
@@ -139,6 +140,24 @@ class ArtifactPublic(Strict):
     sha256: str
 
 
+class SlaPublic(Strict):
+    """The SLA clock: started at acceptance, stopped once by the outcome or an alarm."""
+
+    seconds: int = Field(description="the SLA in force when the submission was accepted")
+    accepted_at: str
+    deadline: str
+    state: str = Field(description="on_time, late (no alarm recorded yet), met or breached")
+    elapsed_seconds: float
+    seconds_left: float | None
+    seconds_late: float | None
+    met_at: str | None
+    breached_at: str | None
+    breach_stage: str | None = Field(description="the stage under way at the deadline")
+    slowest_stage: str | None = Field(description="where the time went (`queued` included)")
+    slowest_seconds: float | None
+    queued_seconds: float
+
+
 class StatusPublic(Strict):
     """A submission's timeline: exactly what `paddock status --json` prints."""
 
@@ -156,6 +175,7 @@ class StatusPublic(Strict):
     total_seconds: float
     sla_seconds: int
     within_sla: bool
+    sla: SlaPublic | None
 
 
 class DeveloperPublic(Strict):
