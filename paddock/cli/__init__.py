@@ -58,4 +58,5 @@ app = _Paddock(
 )
 
 # Each module registers its commands on `app`.
+import paddock.cli.stack  # noqa: E402,F401  (up, down, sla)
 from paddock.cli import accounts, costs, feedback, server, submissions  # noqa: E402,F401
