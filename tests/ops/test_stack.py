@@ -205,10 +205,13 @@ def _env(home: Path, hub: SlowHub, prefect_port: int, api_port: int) -> dict[str
 
 
 @pytest.fixture(scope="module")
-def stack(hub: SlowHub) -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest, hub: SlowHub) -> Iterator[Stack]:
     # Not under pytest's numbered temp dirs: a concurrent pytest session on this machine
-    # prunes old ones, and this home must outlive a long module.
-    home = Path(tempfile.mkdtemp(prefix="paddock-stack-")) / "home"
+    # prunes old ones, and this home must outlive a long module. Kept when a test failed,
+    # for its logs.
+    root = Path(tempfile.mkdtemp(prefix="paddock-stack-"))
+    home = root / "home"
+    failed_before = request.session.testsfailed
     prefect_port, api_port = free_port(), free_port()
     env = _env(home, hub, prefect_port, api_port)
     began = time.monotonic()
@@ -232,6 +235,8 @@ def stack(hub: SlowHub) -> Iterator[Stack]:
     finally:
         paddock("down", env=env)  # whatever a test left running
         reset_settings()
+        if request.session.testsfailed == failed_before:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- tests
