@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,8 @@ def check_chat_template(
             capture_output=True,
             timeout=limit,
             check=False,
+            env={},  # nothing of the platform's environment (keys, tokens) reaches it
+            cwd=tempfile.gettempdir(),
         )
     except subprocess.TimeoutExpired as exc:  # subprocess.run has killed the child
         raise Rejected(

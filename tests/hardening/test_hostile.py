@@ -587,3 +587,47 @@ def test_an_s3_object_replaced_during_download_is_fetched_again(
         reason="the first attempt failed (ETag no longer the listed one) and was retried; "
         "the retry listed, pinned and fetched the new content",
     )
+
+
+# -- the template renderer, directly -------------------------------------------------------
+
+GEMMA_LIKE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}{% if loop.index0 > 99 %}{% break %}{% endif %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\\n' }}"
+    "{% generation %}{{ message['content'] | trim }}{% endgeneration %}"
+    "{{ '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+
+def _model_with_template(tmp_path: Path, template: str) -> Path:
+    (tmp_path / "chat_template.jinja").write_text(template)
+    return tmp_path
+
+
+def test_real_world_template_features_are_accepted(tmp_path: Path) -> None:
+    """loopcontrols, {% generation %}, raise_exception on a system message (as Gemma's
+    template does): none of them is a reason to refuse."""
+    from paddock.checks.template import check_chat_template
+
+    check_chat_template(_model_with_template(tmp_path, GEMMA_LIKE), {"bos_token": "<bos>"})
+
+
+@pytest.mark.parametrize(
+    ("template", "words"),
+    [
+        ("{{ messages[0]['content'] * 1000000000 }}", "more memory"),
+        ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "recursed without end"),
+        ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "ordinary conversation"),
+        ("{% for m in messages %}{{ m['role'] }}{% endfor %}", "leaves out the user's message"),
+    ],
+    ids=["memory", "recursion", "sandbox-escape", "drops-content"],
+)
+def test_template_bombs_and_escapes(tmp_path: Path, template: str, words: str) -> None:
+    from paddock.checks.template import check_chat_template
+
+    with pytest.raises(Rejected, match=words):
+        check_chat_template(_model_with_template(tmp_path, template), {})
