@@ -95,5 +95,24 @@ def _record_failure(submission_id: str, exc: BaseException) -> None:
     _announce(submission_id, "failed", timeline.build(submission_id))
 
 
+def _never_started(submission_id: str, exc: BaseException) -> None:
+    """The flow run itself could not start (Prefect did not come up): without this the
+    submission would sit in `submitted` forever, with nobody told why."""
+    try:
+        lifecycle.transition(
+            submission_id,
+            Status.failed,
+            reason=f"the flow run could not start: {type(exc).__name__}: {exc}",
+            failed_stage="pipeline",
+            expect=Status.submitted,
+        )
+    except IllegalTransition:
+        pass  # it started: the flow recorded its own outcome
+
+
 if __name__ == "__main__":  # `python -m flows.submission ID`: what `paddock submit` spawns
-    submission(sys.argv[1])
+    try:
+        submission(sys.argv[1])
+    except Exception as exc:
+        _never_started(sys.argv[1], exc)
+        raise
