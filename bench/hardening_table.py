@@ -20,11 +20,12 @@ from typing import Any
 
 STAGES = ["submit", "download", "sanity", "serialize", "upload", "deploy"]
 _TEMP = re.compile(r"(/tmp|/var/folders)/[^\s'\"]*?/(?=[^/\s'\"]+['\"\s)])")
+_LOCAL_URL = re.compile(r"https?://(127\.0\.0\.1|localhost):\d+")
 
 
 def _cell(text: str) -> str:
-    """Markdown-safe, and free of this machine's temporary paths."""
-    text = _TEMP.sub(".../", text)
+    """Markdown-safe, and free of this run's temporary paths and ports."""
+    text = _LOCAL_URL.sub("the hub", _TEMP.sub(".../", text))
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 

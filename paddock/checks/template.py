@@ -118,7 +118,7 @@ def check_chat_template(
         )
     except subprocess.TimeoutExpired as exc:  # subprocess.run has killed the child
         raise Rejected(
-            f"the chat template did not finish rendering a three-message conversation within "
+            f"the chat template did not finish rendering ordinary conversations within "
             f"{limit:g} s (a loop that never ends?); simplify the template so it renders "
             "in milliseconds"
         ) from exc
