@@ -26,8 +26,17 @@ class ServingTarget(Block):
 
     backend: Literal["local", "kubernetes"] = "local"
     ready_timeout_s: float = Field(default=600, gt=0)
-    dtype: str = "float32"
-    max_model_len: int = Field(default=2048, gt=0)
+    dtype: str = Field(
+        default="float32",
+        description="Forced on every model (float32: bfloat16 is unreliable on CPU); "
+        "`auto` serves each model in its config's torch_dtype.",
+    )
+    max_model_len: int = Field(
+        default=2048,
+        gt=0,
+        description="A cap: each model is served with its own max_position_embeddings, "
+        "never more than this.",
+    )
     # local
     serving_python: str | None = Field(
         default=None, description="Python of the serving environment (.venv-serving)."

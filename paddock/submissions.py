@@ -22,7 +22,7 @@ from paddock.errors import (
 )
 from paddock.models import Status, Submission
 from paddock.params import PromptFormatter, validate_params
-from paddock.sources import classify
+from paddock.sources import check_revision, classify
 
 __all__ = [
     "Draft",
@@ -80,6 +80,7 @@ def draft(
     """Validate a submission without recording it; raises Rejected naming every problem."""
     source = source.strip()
     classify(source)  # a source of no known kind is refused now, not minutes later
+    check_revision(revision)  # nor a revision with shell or path tricks (or a NUL)
     return Draft(
         developer=developer,
         source=source,

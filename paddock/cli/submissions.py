@@ -42,6 +42,9 @@ def submit(
     as_json: Json = False,
 ) -> None:
     """Submit a model; prints its id (with --wait, follows its run to the end)."""
+    if source.startswith(("./", "../", "~")) or source in (".", ".."):
+        # The platform takes local sources as absolute paths; a person types relative ones.
+        source = str(Path(source).expanduser().resolve())
     body: dict[str, Any] = {"source": source, "generation_params": parse_params(param or [])}
     if revision:
         body["revision"] = revision
