@@ -189,7 +189,11 @@ async def run_users(
 ) -> LoadRun:
     """``users`` users at once, each: start, ``turns`` messages, one rating (every
     ``repeat_every``-th user sends the rating twice; 0: nobody does)."""
-    limits = httpx.Limits(max_connections=users + 8, max_keepalive_connections=users + 8)
+    # Idle connections are dropped sooner than the server drops them (uvicorn: 5 s), or a
+    # request sent on one the server is closing at that moment fails with a ReadError.
+    limits = httpx.Limits(
+        max_connections=users + 8, max_keepalive_connections=users + 8, keepalive_expiry=2.0
+    )
     async with httpx.AsyncClient(
         base_url=base_url, limits=limits, timeout=timeout_s, trust_env=False
     ) as client:
