@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
 from flows.stress import stress_test
-from paddock import crud, lifecycle, timeline
+from paddock import crud, leases, lifecycle, timeline
 from paddock.errors import IllegalTransition
 from paddock.models import StageStatus, Status
 from tasks.deploy import deploy
@@ -38,20 +38,25 @@ __all__ = ["submission"]
 
 @flow(name="submission", flow_run_name="submission-{submission_id}", log_prints=True)
 def submission(submission_id: str) -> str:
-    """Take a submission from its source to a published endpoint; returns the endpoint."""
-    try:
-        snapshot = download(submission_id)
-        sanity(submission_id, snapshot)
-        bundle = serialize(submission_id, snapshot)
-        with undone_on_failure(submission_id):
-            stored = upload(submission_id, bundle)
-            endpoint = deploy(submission_id, stored)
-            warmup(submission_id, endpoint)
-            stress_test(submission_id, endpoint)
-            published = publish(submission_id, endpoint)
-    except BaseException as exc:
-        _record_failure(submission_id, exc)
-        raise
+    """Take a submission from its source to a published endpoint; returns the endpoint.
+
+    The run holds the submission's lease throughout: a second run of the same submission
+    is refused before it touches anything (LeaseHeld names the run that has it).
+    """
+    with leases.held(submission_id):
+        try:
+            snapshot = download(submission_id)
+            sanity(submission_id, snapshot)
+            bundle = serialize(submission_id, snapshot)
+            with undone_on_failure(submission_id):
+                stored = upload(submission_id, bundle)
+                endpoint = deploy(submission_id, stored)
+                warmup(submission_id, endpoint)
+                stress_test(submission_id, endpoint)
+                published = publish(submission_id, endpoint)
+        except BaseException as exc:
+            _record_failure(submission_id, exc)
+            raise
     report = timeline.build(submission_id)
     get_run_logger().info(
         "deployed %s in %.1f s (SLA %d s)",
@@ -113,6 +118,10 @@ def _never_started(submission_id: str, exc: BaseException) -> None:
 if __name__ == "__main__":  # `python -m flows.submission ID`: what `paddock submit` spawns
     try:
         submission(sys.argv[1])
+    except leases.LeaseHeld as exc:
+        # Another run has it under way: that run's status stands; say who holds it.
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(3) from None
     except Exception as exc:
         _never_started(sys.argv[1], exc)
         raise

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     stuck_minutes: float = Field(default=60.0, gt=0)
     keep_bundles: int = Field(default=3, ge=1)
     archive_grace_days: float = Field(default=30.0, ge=0)
+    # One flow run per submission (paddock/leases.py): the running one refreshes its lease
+    # every third of this; a lease not refreshed for this long is a dead run's, and the
+    # next run may take it over.
+    lease_stale_seconds: float = Field(default=90.0, gt=0)
 
     @property
     def db_url(self) -> str:

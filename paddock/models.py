@@ -33,6 +33,8 @@ __all__ = [
     "ModelHealth",
     "LeaderboardSnapshot",
     "SlaRecord",
+    "RunLease",
+    "SubmissionKey",
     "utcnow",
     "new_id",
 ]
@@ -288,3 +290,33 @@ class SlaRecord(SQLModel, table=True):
     met_at: datetime | None = None
     breached_at: datetime | None = None
     breach_stage: str | None = None  # the stage under way when the deadline passed
+
+
+# --------------------------------------------------------------------------- hardening
+
+
+class RunLease(SQLModel, table=True):
+    """Who is running a submission's flow now: one row per submission, so two runs of one
+    submission (a double `paddock run`, a redelivered flow run) cannot both start servers.
+    A holder that stops heartbeating is presumed dead and may be taken over."""
+
+    __tablename__ = "run_leases"
+
+    submission_id: str = Field(foreign_key="submissions.id", primary_key=True)
+    holder: str  # unique per holder: host, pid and a random part
+    host: str
+    pid: int
+    acquired_at: datetime = Field(default_factory=utcnow)
+    heartbeat_at: datetime = Field(default_factory=utcnow)
+
+
+class SubmissionKey(SQLModel, table=True):
+    """What makes two submissions the same (developer, source, revision, parameters,
+    formatter), pointing at the live one: a double click or a retried request joins the
+    submission already under way instead of starting a second pipeline."""
+
+    __tablename__ = "submission_keys"
+
+    key: str = Field(primary_key=True)  # sha256 of the canonical JSON of the parts
+    submission_id: str = Field(foreign_key="submissions.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)

@@ -47,7 +47,11 @@ router = APIRouter(
     "",
     status_code=status.HTTP_201_CREATED,
     responses={
-        200: {"model": SubmissionDraft, "description": "dry run: what would be recorded"},
+        200: {
+            "model": SubmissionPublic | SubmissionDraft,
+            "description": "an identical submission already under way (nothing new was "
+            "recorded or started); or, for a dry run, what would be recorded",
+        },
         503: {"model": ErrorPublic, "description": "the pipeline could not be started"},
         **RATE_LIMITED,
     },
@@ -68,7 +72,9 @@ def create_submission(
     if body.dry_run:
         response.status_code = status.HTTP_200_OK
         return SubmissionDraft(**asdict(draft))
-    sub, _run = submissions.submit(draft)
+    sub, run = submissions.submit(draft)
+    if isinstance(run, submissions.Joined):  # an identical one is under way: nothing new
+        response.status_code = status.HTTP_200_OK
     return SubmissionPublic.from_row(sub)
 
 
