@@ -25,6 +25,7 @@ __all__ = [
     "WORKING",
     "SETTLED",
     "ALLOWED",
+    "RUNNING",
     "stage_status",
     "transition",
     "can_transition",
@@ -74,7 +75,10 @@ def _allowed() -> dict[Status, frozenset[Status]]:
     # that finished are skipped, so it can enter further down the pipeline).
     for status in (Status.submitted, Status.failed, *WORKING):
         allowed[status] |= set(WORKING)
-    allowed[Status.submitted] |= {Status.inactive}
+    # A developer may stop a model while its run is still under way: the status changes
+    # first, so the run finds at its next stage that it cannot go on (see RUNNING).
+    for status in (Status.submitted, *WORKING):
+        allowed[status] |= {Status.inactive, Status.torndown}
     allowed[Status.deployed] |= {Status.inactive, Status.torndown, Status.failed}
     allowed[Status.failed] |= {Status.torndown, Status.archived, Status.inactive}
     allowed[Status.inactive] |= {Status.torndown, Status.archived, Status.deploying}
@@ -83,6 +87,10 @@ def _allowed() -> dict[Status, frozenset[Status]]:
 
 
 ALLOWED: dict[Status, frozenset[Status]] = _allowed()
+# The statuses a flow run can find its submission in and still go on: a run of a model
+# deactivated or torn down meanwhile must stop, not redeploy it (a redeploy moves the
+# status to deploying itself, before its run starts).
+RUNNING: frozenset[Status] = frozenset({Status.submitted, Status.failed, *WORKING})
 
 
 def can_transition(current: Status, new: Status) -> bool:

@@ -8,11 +8,14 @@ from typing import Any
 
 from blocks import ModelStore, model_store, serving_target
 from deployments import ServeSpec
+from deployments.refusals import refusal_in
 from paddock import crud
 from paddock.bundle import SIDE_FILES
 from paddock.checks.config import read_json, serving_limits
 from paddock.config import get_settings
 from paddock.contracts import Endpoint, StoredBundle
+from paddock.errors import BackendError, IllegalTransition, ModelRefused
+from paddock.models import Status
 from paddock.params import GenerationParams
 from paddock.serving import current_backend, stop_serving
 from tasks.stage import stage
@@ -85,6 +88,15 @@ def _s3_env(store_block: ModelStore) -> dict[str, str]:
     }
 
 
+def _still_deploying(submission_id: str) -> None:
+    status = crud.require_submission(submission_id=submission_id).status
+    if status != Status.deploying:
+        raise IllegalTransition(
+            f"submission {submission_id} became {status} while its server was starting; "
+            "the server was stopped"
+        )
+
+
 @stage("deploy", retries=1, still_valid=_serving)
 def deploy(submission_id: str, stored: StoredBundle) -> Endpoint:
     stop_serving(submission_id)  # a previous attempt's leftovers
@@ -96,10 +108,20 @@ def deploy(submission_id: str, stored: StoredBundle) -> Endpoint:
         submission_id=submission_id, backend=target.backend, endpoint=None, handle=handle
     )
     try:
+        # Recorded first, checked second: a deactivation or teardown that changed the
+        # status before this check is seen here; one after it finds the record and stops
+        # this server itself. Either way no server outlives the stop.
+        _still_deploying(submission_id)
         url = backend.wait_ready(handle, timeout=target.ready_timeout_s)
-    except BaseException:
+        _still_deploying(submission_id)
+    except BaseException as exc:
         backend.stop(handle)
         crud.close_deployment(deployment_id=dep_id)
+        if isinstance(exc, BackendError):
+            _still_deploying(submission_id)  # a stop, not a failure: nothing to retry
+        reason = refusal_in(exc.log_tail) if isinstance(exc, BackendError) else None
+        if reason is not None:  # the same config is refused on every attempt: no retry
+            raise ModelRefused(f"vLLM refused the model: {reason}") from exc
         raise
     crud.set_deployment_endpoint(deployment_id=dep_id, endpoint=url)
     return Endpoint(url=url, backend=target.backend, model=spec.served_name)

@@ -124,7 +124,7 @@ def _recorded(
             return prior
         if status is not None:
             try:
-                lifecycle.transition(submission_id, status)
+                lifecycle.transition(submission_id, status, expect=lifecycle.RUNNING)
             except IllegalTransition as exc:
                 raise Rejected(f"{name} cannot start: {exc}") from exc
         row = crud.start_stage(submission_id=submission_id, stage=name)

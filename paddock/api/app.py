@@ -17,6 +17,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 import paddock.api.routes.hooks as hooks
@@ -75,6 +76,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(PaddockError, _paddock_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_down)
     app.add_exception_handler(Exception, _unexpected)
 
     app.include_router(developers.router)
@@ -105,6 +107,18 @@ async def _rate_limited(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RateLimited)
     headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse({"detail": str(exc)}, status_code=429, headers=headers)
+
+
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    # The database restarting or unreachable is ours to fix and usually passes: a 503 the
+    # client may retry, not a 500. The failed transaction was rolled back, so a retry
+    # neither loses nor doubles a write.
+    log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"detail": "paddock's database is not answering just now; try again in a moment"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
