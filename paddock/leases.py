@@ -88,9 +88,39 @@ def acquire(submission_id: str, *, holder: str | None = None) -> str:
             log.warning("took over the stale run lease of submission %s", submission_id)
             return holder
         current = holder_of(submission_id)
+        if current is not None and _dead_here(current):
+            # A killed worker on this machine: no need to wait for its lease to go stale.
+            with session_scope() as session:
+                taken = session.connection().execute(
+                    update(RunLease)
+                    .where(col(RunLease.submission_id) == submission_id)
+                    .where(col(RunLease.holder) == current.holder)
+                    .values(holder=holder, host=host, pid=pid, acquired_at=now, heartbeat_at=now)
+                )
+            if taken.rowcount == 1:
+                log.warning(
+                    "took over submission %s's lease from pid %d, which is gone",
+                    submission_id,
+                    current.pid,
+                )
+                return holder
+            continue
         if current is not None:
             raise LeaseHeld(_held_by(submission_id, current, stale))
     raise LeaseHeld(f"submission {submission_id}: its run lease keeps changing hands; try again")
+
+
+def _dead_here(lease: RunLease) -> bool:
+    """The holder ran on this machine and its process is gone."""
+    if lease.host != socket.gethostname():
+        return False
+    try:
+        os.kill(lease.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _held_by(submission_id: str, lease: RunLease, stale: float) -> str:

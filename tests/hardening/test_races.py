@@ -259,3 +259,24 @@ def test_identical_posts_at_once_answer_one_201_and_the_rest_200(
     assert codes == [200] * 5 + [201], [(a.status_code, a.json().get("id")) for a in answers]
     assert len({a.json()["id"] for a in answers}) == 1
     assert len(started) == 1
+
+
+def test_a_killed_worker_on_this_machine_does_not_lock_its_submission(database: str) -> None:
+    """SIGKILL leaves the lease behind; a run on the same host sees its pid is gone and
+    takes the lease at once, instead of waiting for it to go stale."""
+    import signal
+    import socket
+    import subprocess
+
+    sid = _new()
+    worker = subprocess.Popen(["sleep", "60"])
+    leases.acquire(sid, holder=f"{socket.gethostname()}:{worker.pid}:x")
+    with pytest.raises(leases.LeaseHeld, match=f"pid {worker.pid}"):
+        leases.acquire(sid)  # alive: refused
+
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    holder = leases.acquire(sid)
+
+    lease = leases.holder_of(sid)
+    assert lease is not None and lease.holder == holder
