@@ -18,14 +18,16 @@ from typing import Any
 
 import pytest
 from prefect import flow
+from sqlmodel import select
 
 import tasks.deploy as deploy_module
 from deployments import get_backend
 from deployments.refusals import refusal_in
 from paddock import crud, lifecycle, submissions
 from paddock.contracts import Endpoint, StoredBundle, WarmedUp
+from paddock.db import session_scope
 from paddock.errors import BackendError, IllegalTransition, ModelRefused, Rejected
-from paddock.models import StageStatus, Status
+from paddock.models import Conversation, Feedback, StageStatus, Status
 from paddock.testkit import postgres
 from tasks.deploy import deploy
 from tasks.rollback import undone_on_failure
@@ -299,3 +301,39 @@ def test_the_database_briefly_down_is_a_503_and_loses_no_accepted_write(
         assert again.status_code == 201, again.text
         assert client.get(f"/submissions/{accepted.json()['id']}").status_code == 200
     assert len(started) == 2
+
+
+def test_a_rating_accepted_before_the_database_went_down_is_still_there(
+    pg: postgres.PostgresServer,
+) -> None:
+    """Ratings are group-committed: a caller is answered only once its batch committed,
+    so a 201 before the outage is a stored rating, and one during it is a 503 to retry."""
+    with serve_api(pg.url) as api, api.client() as client:
+        sid = crud.create_submission(developer="d", source="org/rated", display_name="r").id
+        with session_scope() as session:
+            convs = [Conversation(user_hash=f"u{i}", submission_id=sid) for i in range(2)]
+            session.add_all(convs)
+        before, during = (c.id for c in convs)
+
+        assert (
+            client.post(
+                f"/chat/conversations/{before}/feedback", json={"thumbs_up": True}
+            ).status_code
+            == 201
+        )
+        _pause(pg)
+        try:
+            down = client.post(f"/chat/conversations/{during}/feedback", json={"thumbs_up": False})
+        finally:
+            _resume(pg)
+        assert down.status_code == 503, down.text
+
+        again = client.post(f"/chat/conversations/{during}/feedback", json={"thumbs_up": False})
+        assert again.status_code == 201, again.text
+        twice = client.post(f"/chat/conversations/{before}/feedback", json={"thumbs_up": False})
+        assert twice.status_code == 409, "the first rating survived the restart"
+        with session_scope() as session:
+            stored = session.exec(select(Feedback).where(Feedback.submission_id == sid)).all()
+        assert sorted((f.conversation_id, f.thumbs_up) for f in stored) == sorted(
+            [(before, True), (during, False)]
+        )
