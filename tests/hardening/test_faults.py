@@ -23,7 +23,7 @@ from sqlmodel import select
 import tasks.deploy as deploy_module
 from deployments import get_backend
 from deployments.refusals import refusal_in
-from paddock import crud, lifecycle, submissions
+from paddock import crud, leases, lifecycle, submissions
 from paddock.contracts import Endpoint, StoredBundle, WarmedUp
 from paddock.db import session_scope
 from paddock.errors import BackendError, IllegalTransition, ModelRefused, Rejected
@@ -337,3 +337,64 @@ def test_a_rating_accepted_before_the_database_went_down_is_still_there(
         assert sorted((f.conversation_id, f.thumbs_up) for f in stored) == sorted(
             [(before, True), (during, False)]
         )
+
+
+# ------------------------------------------------------------------ the worker killed
+
+
+def test_a_worker_killed_mid_flow_resumes_from_its_last_finished_stage(
+    hub: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL the flow's process group during serialize; the next run (what `paddock run`
+    starts) takes the dead worker's lease at once and skips what had finished. Its deploy
+    fails fast (no serving interpreter), so no vLLM is started."""
+    import os
+    import signal
+    import time
+
+    from paddock import timeline
+    from paddock.config import reset_settings
+    from paddock.dispatch import ChildRun, start_run
+
+    home = tmp_path / "home"
+    for name, value in {
+        "PADDOCK_HOME": str(home),
+        "PREFECT_HOME": str(home / "prefect"),
+        "HF_ENDPOINT": hub.endpoint,
+        "PADDOCK_STORE_URL": str(tmp_path / "store"),
+        "PADDOCK_SERVING_BACKEND": "local",
+        "PADDOCK_SERVING_PYTHON": "/nonexistent/python",
+        "PADDOCK_DISPATCH": "embedded",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("PADDOCK_DATABASE_URL", raising=False)
+    reset_settings()
+    try:
+        sid = crud.create_submission(
+            developer="t",
+            source="paddock-test/tiny",
+            display_name="killed",
+            requested_revision="v1",
+        ).id
+        first = start_run(sid)
+        assert isinstance(first, ChildRun)
+        deadline = time.monotonic() + 400
+        while crud.require_submission(submission_id=sid).status != Status.serializing:
+            assert first.alive() and time.monotonic() < deadline, timeline.build(sid).as_dict()
+            time.sleep(0.2)
+        os.killpg(first._proc.pid, signal.SIGKILL)
+        first.wait()
+        assert leases.holder_of(sid) is not None, "a killed worker leaves its lease behind"
+
+        second = start_run(sid)
+        second.wait()
+
+        report = timeline.build(sid)
+        by_name = {s.name: s.status for s in report.stages}
+        assert by_name["download"] == "skipped" and by_name["sanity"] == "skipped", by_name
+        assert by_name["serialize"] == "succeeded" and by_name["upload"] == "succeeded"
+        assert report.status == "failed" and report.failed_stage == "deploy"
+        assert leases.holder_of(sid) is None, "the resumed run released its lease"
+    finally:
+        monkeypatch.undo()
+        reset_settings()
