@@ -115,6 +115,14 @@ def assert_absent(found_in: str, text: str, platform: Platform) -> None:
     assert not leaked, f"{', '.join(leaked)} found in {found_in}"
 
 
+def said(done: subprocess.CompletedProcess[str], platform: Platform) -> str:
+    """A child's output for a failure message, unless it holds a secret."""
+    text = (done.stdout + done.stderr)[-3000:]
+    if any(value in text for value in platform.secrets.values()):
+        return "(output withheld: it holds a secret)"
+    return text
+
+
 def _run(
     args: list[str], env: dict[str, str], timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
@@ -148,6 +156,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory, hub: Any, s3: Any) -> Ite
         PADDOCK_S3_SECRET_ACCESS_KEY=values["S3 secret access key"],
         PADDOCK_USER_HASH_SECRET=values["user-hash secret"],
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        # As paddock's own flow children get: a busy machine starts an ephemeral Prefect
+        # (the feedback and cleanup flows run on one) slower than Prefect's 20 s default.
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
     )
     (home / "logs").mkdir(parents=True)
     created = _run(["-m", "paddock.cli", "developer", "create", "jane"], env)
@@ -268,7 +279,7 @@ def _prefect_records(platform: Platform, into: Path) -> dict[str, list[dict[str,
     Prefect home, written to a file (never to a pipe a failure could print)."""
     env = {**platform.env, "PREFECT_HOME": str(platform.home / "prefect")}  # as paddock sets
     done = _run(["-c", _PREFECT_DUMP, str(into)], env, timeout=300)
-    assert done.returncode == 0, "reading Prefect's records failed"
+    assert done.returncode == 0, said(done, platform)
     records: dict[str, list[dict[str, Any]]] = json.loads(into.read_text())
     return records
 
@@ -297,7 +308,7 @@ def test_a_founding_run_leaks_no_secret(platform: Platform, tmp_path: Path) -> N
         time.sleep(1)
     _chat(platform)
     flow = _run(["-m", "flows.feedback"], platform.env)
-    assert flow.returncode == 0, "the feedback flow failed"
+    assert flow.returncode == 0, said(flow, platform)
     assert_absent("the feedback flow's output", flow.stdout + flow.stderr, platform)
 
     # The vLLM server, while it serves: argv (as ps shows it) and environment, every process
@@ -323,11 +334,11 @@ def test_a_founding_run_leaks_no_secret(platform: Platform, tmp_path: Path) -> N
 
     # What developers and operators read.
     cli = _run(["-m", "paddock.cli", "status", sid, "--json"], platform.env)
-    assert cli.returncode == 0, "paddock status --json failed"
+    assert cli.returncode == 0, said(cli, platform)
     assert json.loads(cli.stdout)["status"] == "deployed"
     assert_absent("paddock status --json", cli.stdout + cli.stderr, platform)
     via_api = _run(["-m", "paddock.cli", "status", sid, "--json"], platform.key_env())
-    assert via_api.returncode == 0, "paddock status --json through the API failed"
+    assert via_api.returncode == 0, said(via_api, platform)
     assert_absent("paddock status --json (API)", via_api.stdout + via_api.stderr, platform)
     assert_absent("GET /submissions/{id}", json.dumps(_status(platform, sid)), platform)
 
@@ -402,7 +413,7 @@ def test_a_flow_killed_mid_deploy_leaves_no_credentials_behind(platform: Platfor
         ["-c", "from flows.maintenance import cleanup; cleanup(stuck_minutes=0.02)"],
         platform.env,
     )
-    assert cleanup.returncode == 0, "the cleanup flow failed"
+    assert cleanup.returncode == 0, said(cleanup, platform)
     assert not home.exists(), "the stale private home (with ~/.s3cfg) is still there"
     assert group_members(int(handle["pgid"])) == []
     report = _status(platform, sid)
