@@ -7,6 +7,11 @@ Every step is idempotent: categories are given once, each snapshot is complete.
 
 from __future__ import annotations
 
+from paddock.config import settings_or_exit
+
+if __name__ == "__main__":
+    settings_or_exit()  # a bad setting: one sentence, before imports read the settings
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE

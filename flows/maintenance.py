@@ -8,6 +8,11 @@ failed fails the run, after the report is published, so the next run tries it ag
 
 from __future__ import annotations
 
+from paddock.config import settings_or_exit
+
+if __name__ == "__main__":
+    settings_or_exit()  # a bad setting: one sentence, before imports read the settings
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE

@@ -21,6 +21,11 @@ figures are stored and shown.
 
 from __future__ import annotations
 
+from paddock.config import settings_or_exit
+
+if __name__ == "__main__":
+    settings_or_exit()  # a bad setting: one sentence, before imports read the settings
+
 from collections.abc import Sequence
 from typing import Any, Literal
 
