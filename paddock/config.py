@@ -124,6 +124,9 @@ def get_settings() -> Settings:
     # Each paddock home carries its own Prefect home (blocks, ephemeral database) unless
     # the operator points Prefect elsewhere: a fresh home is a fresh machine.
     os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
+    # A fresh ephemeral Prefect sets its database up first; on a busy small machine that
+    # outlasts Prefect's default 20 s wait, and the process would die before its flow.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     return settings
 
 

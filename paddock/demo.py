@@ -103,14 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         with _serve(env, home) as api:
             _chat_and_rate(api)
             console.rule("[bold]5. The feedback flow, then the developer reads her feedback")
-            subprocess.run(
+            flow = subprocess.run(
                 [sys.executable, "-m", "flows.feedback"],
                 env=env,
                 cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=True,
+                capture_output=True,
+                text=True,
             )
+            if flow.returncode != 0:
+                console.print(f"[red]the feedback flow failed:[/]\n{flow.stderr[-3000:]}")
+                return 1
             dev_env = {**env, "PADDOCK_API_URL": api, "PADDOCK_API_KEY": key}
             subprocess.run(
                 [sys.executable, "-m", "paddock.cli", "feedback", report["id"]],
