@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.console import Console
@@ -95,40 +96,47 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[red]submission did not deploy:[/] {report.get('reason')}")
             console.print(f"flow log: {home / 'logs'}")
             return 1
-        console.rule("[bold]3. The timeline")
-        subprocess.run(
-            [sys.executable, "-m", "paddock.cli", "status", report["id"]], env=env, cwd=ROOT
+        try:
+            ok = _the_other_half(report, env, home, key, started)
+        finally:
+            if args.keep:
+                console.print(
+                    f"still serving at {report['endpoint']} (PADDOCK_HOME={home}); "
+                    f"stop with: PADDOCK_HOME={home} paddock teardown {report['id']}"
+                )
+            else:
+                _paddock("teardown", report["id"], env=env)
+                console.print("model server stopped")
+    return 0 if ok else 1
+
+
+def _the_other_half(
+    report: dict[str, Any], env: dict[str, str], home: Path, key: str, started: float
+) -> bool:
+    """The timeline, then a user's chat and rating through paddock, then the developer's
+    read of it; False (with the reason shown) if a step fails."""
+    console.rule("[bold]3. The timeline")
+    subprocess.run([sys.executable, "-m", "paddock.cli", "status", report["id"]], env=env, cwd=ROOT)
+    console.rule("[bold]4. A user chats with it through paddock, and rates it")
+    with _serve(env, home) as api:
+        _chat_and_rate(api)
+        console.rule("[bold]5. The feedback flow, then the developer reads her feedback")
+        flow = subprocess.run(
+            [sys.executable, "-m", "flows.feedback"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         )
-        console.rule("[bold]4. A user chats with it through paddock, and rates it")
-        with _serve(env, home) as api:
-            _chat_and_rate(api)
-            console.rule("[bold]5. The feedback flow, then the developer reads her feedback")
-            flow = subprocess.run(
-                [sys.executable, "-m", "flows.feedback"],
-                env=env,
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-            )
-            if flow.returncode != 0:
-                console.print(f"[red]the feedback flow failed:[/]\n{flow.stderr[-3000:]}")
-                return 1
-            dev_env = {**env, "PADDOCK_API_URL": api, "PADDOCK_API_KEY": key}
-            subprocess.run(
-                [sys.executable, "-m", "paddock.cli", "feedback", report["id"]],
-                env=dev_env,
-                cwd=ROOT,
-            )
-            console.print(f"submit → first feedback readable: {time.monotonic() - started:.1f} s")
-        if args.keep:
-            console.print(
-                f"still serving at {report['endpoint']} (PADDOCK_HOME={home}); "
-                f"stop with: PADDOCK_HOME={home} paddock teardown {report['id']}"
-            )
-        else:
-            _paddock("teardown", report["id"], env=env)
-            console.print("model server stopped")
-    return 0
+        if flow.returncode != 0:
+            console.print(f"[red]the feedback flow failed:[/]\n{flow.stderr[-3000:]}")
+            return False
+        dev_env = {**env, "PADDOCK_API_URL": api, "PADDOCK_API_KEY": key}
+        subprocess.run(
+            [sys.executable, "-m", "paddock.cli", "feedback", report["id"]], env=dev_env, cwd=ROOT
+        )
+        console.print(f"submit → first feedback readable: {time.monotonic() - started:.1f} s")
+    return True
 
 
 @contextlib.contextmanager
