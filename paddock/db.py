@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel import Session, SQLModel, create_engine
 
 from paddock import models  # noqa: F401  (registers the tables)
@@ -31,12 +33,22 @@ def _engine_for(url: str) -> Engine:
             cur.close()
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    SQLModel.metadata.create_all(engine)
+    try:
+        SQLModel.metadata.create_all(engine)
+    except (OperationalError, ProgrammingError) as exc:
+        if "already exists" not in str(exc):
+            raise
+        # Another process created the tables between our look and our CREATE: look again.
+        SQLModel.metadata.create_all(engine)
     return engine
 
 
+_first_use = threading.Lock()  # threads starting at once create the tables once
+
+
 def get_engine() -> Engine:
-    return _engine_for(get_settings().db_url)
+    with _first_use:
+        return _engine_for(get_settings().db_url)
 
 
 def init_db() -> None:
