@@ -8,7 +8,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from paddock import timeline
 from paddock.lifecycle import SETTLED
@@ -29,7 +31,7 @@ _ICON = {
 
 def render(report: StatusReport) -> Table:
     table = Table(
-        title=f"{report.name} ({report.id}) — {report.status}",
+        title=f"{escape(report.name)} ({report.id}) — {report.status}",
         caption=(
             (
                 describe(report.sla)
@@ -50,10 +52,12 @@ def render(report: StatusReport) -> Table:
             _ICON.get(s.status, s.status),
             f"{s.seconds:.1f}" if s.seconds is not None else "",
             str(s.attempts),
-            (s.detail or "")[:300],
+            # Reasons quote what the submission holds ("shape [128, 256]", "[email]"):
+            # plain text, never rich markup.
+            Text((s.detail or "")[:300]),
         )
     if report.reason and not any(s.detail and s.detail in report.reason for s in report.stages):
-        table.add_row("reason", "", "", "", f"[red]{report.reason[:600]}[/]")
+        table.add_row("reason", "", "", "", Text(report.reason[:600], style="red"))
     return table
 
 

@@ -10,7 +10,9 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from paddock import feedback_views
 from paddock.cli import api_mode, app, fail, out, print_json
@@ -53,7 +55,7 @@ def feedback(
         return
     retries = body["retries"]
     out.print(
-        f"[bold]{body['name']}[/] ({body['submission_id']}): {body['ratings']} ratings — "
+        f"[bold]{escape(body['name'])}[/] ({body['submission_id']}): {body['ratings']} ratings — "
         f"{body['thumbs_up']} up, {body['thumbs_down']} down; {body['arena_votes']} arena "
         f"votes; {retries} regeneration{'s' if retries != 1 else ''}",
         highlight=False,
@@ -66,7 +68,7 @@ def feedback(
             str(item["created_at"])[:19].replace("T", " "),
             "👍" if item["thumbs_up"] else "👎",
             item["category"] or "",
-            item["text"] or "",
+            Text(item["text"] or ""),  # users' words, never read as markup ("[email]")
             item["conversation_id"],
         )
     out.print(table)
@@ -102,12 +104,12 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Text:
     if value is None:
-        return ""
+        return Text("")
     if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
+        return Text(f"{value:.3g}")
+    return Text(str(value))  # names come from submitters: plain text, not markup
 
 
 @app.command()
@@ -136,7 +138,7 @@ def route(
     for c in body["candidates"]:
         table.add_row(
             "→" if c["submission_id"] in body["chosen"] else "",
-            c["name"],
+            Text(c["name"]),
             c["submission_id"],
             str(c["ratings"]),
             str(c["needed"]),

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from paddock import crud, lifecycle
 from paddock.cli import api_mode, app, err, fail, out, print_json
@@ -178,7 +179,7 @@ def list_(
     for s in subs:
         table.add_row(
             s["id"],
-            s["name"],
+            Text(s["name"]),
             s["developer"],
             s["status"],
             s["endpoint"] or "",
