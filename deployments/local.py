@@ -14,7 +14,9 @@ The handle stored in the database::
      "home": "/tmp/paddock-vllm-home-…" | None}
 
 ``proc_start`` (the kernel's start time of ``pid``) guards against pid reuse; ``home`` is
-the private HOME holding a generated ``.s3cfg`` when the tensors stream from S3.
+the private HOME holding a generated ``.s3cfg`` when the tensors stream from S3. Once the
+server answers, ``wait_ready`` adds ``startup`` (`deployments.startup`: seconds per part of
+the start, from vLLM's own log lines) and writes the same breakdown as the log's last line.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ import httpx
 
 from deployments.base import BackendError, BackendState, ServeSpec
 from deployments.processes import group_members, proc_start, proc_stat, signal_group
+from deployments.startup import LOGGING_CONFIG, parse_startup, utc
 from paddock.errors import ConfigurationError
 
-__all__ = ["LocalBackend", "DEFAULT_PYTHON"]
+__all__ = ["LocalBackend", "DEFAULT_PYTHON", "kv_cache_bytes"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PYTHON = REPO_ROOT / ".venv-serving/bin/python"
@@ -62,6 +65,8 @@ _CHILD_ENV = frozenset(
 )  # fmt: skip
 _CHILD_ENV_PREFIXES = ("VLLM_", "OMP_", "KMP_", "MKL_", "LC_", "CUDA_", "NCCL_", "TORCH_")
 _BIND_FAILURES = ("Address already in use", "[Errno 98]")
+# uvicorn's line once the app is serving: the moment to probe, rather than the next tick.
+_UP_MARKER = b"Application startup complete"
 
 
 class LocalBackend:
@@ -74,10 +79,14 @@ class LocalBackend:
         log_dir: Path | str | None = None,
         host: str = "127.0.0.1",
         port: int | None = None,
-        kv_cache_gib: int = 1,
+        kv_cache_gib: int | None = None,
+        max_num_seqs: int | None = None,
+        engine_in_process: bool = True,
         stop_grace: float = 15.0,
         s3_access_key: str | None = None,
         s3_secret_key: str | None = None,
+        ready_poll_s: float = 0.5,
+        watch_log: bool = True,
     ) -> None:
         self.python = Path(python) if python is not None else DEFAULT_PYTHON
         self.log_dir = (
@@ -86,7 +95,11 @@ class LocalBackend:
         self.host = host
         self.port = port
         self.kv_cache_gib = kv_cache_gib
+        self.max_num_seqs = max_num_seqs
+        self.engine_in_process = engine_in_process
         self.stop_grace = stop_grace
+        self.ready_poll_s = ready_poll_s
+        self.watch_log = watch_log
         self._s3_access_key = s3_access_key
         self._s3_secret_key = s3_secret_key
         # Popen objects for servers started by this process: lets us reap them (a zombie
@@ -137,6 +150,12 @@ class LocalBackend:
             "--max-model-len", str(spec.max_model_len),
             *spec.extra_args,
         ]  # fmt: skip
+        if self.max_num_seqs is not None:
+            cmd += ["--max-num-seqs", str(self.max_num_seqs)]
+        if self.kv_cache_gib is None:
+            seqs = self.max_num_seqs or FIT_SEQS
+            size = kv_cache_bytes(model_dir, spec.dtype, spec.max_model_len, seqs)
+            cmd += ["--kv-cache-memory-bytes", str(size)]
         if spec.generation_defaults:
             cmd += ["--override-generation-config", json.dumps(spec.generation_defaults)]
         return cmd
@@ -152,21 +171,32 @@ class LocalBackend:
         cmd = self.command(spec, port)
 
         env = _child_env(spec)
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_gib))
+        if self.kv_cache_gib is not None:
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_gib))
+        else:  # vLLM's CPU platform lets this variable override --kv-cache-memory-bytes
+            env.pop("VLLM_CPU_KVCACHE_SPACE", None)
+        if self.engine_in_process:
+            env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            # A separate worker gets one OpenMP thread per core but one from vLLM; in the
+            # engine process nobody sets that, OpenMP starts a spin-waiting thread per
+            # core, and they fight the engine's own threads (decoding 5-15x slower here).
+            env.setdefault("OMP_NUM_THREADS", str(_omp_threads()))
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("DO_NOT_TRACK", "1")
         env.setdefault("HF_HUB_OFFLINE", "1")
         env["PYTHONUNBUFFERED"] = "1"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env.setdefault("VLLM_LOGGING_CONFIG_PATH", str(self._logging_config()))
         home = None
         if spec.bundle_uri.startswith("s3://"):
             home = self._private_home(env)
 
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         log_path = self.log_dir / f"{_safe(spec.submission_id)}-{stamp}-{port}.log"
         with open(log_path, "ab") as log:
             log.write(f"paddock: {' '.join(cmd)}\n".encode())
             log.flush()
+            spawned = datetime.now(UTC)  # the start-up profile's zero
             try:
                 proc = subprocess.Popen(
                     cmd,
@@ -189,11 +219,22 @@ class LocalBackend:
             "port": port,
             "endpoint": f"http://{self.host}:{port}",
             "log_path": str(log_path),
-            "started_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "started_at": spawned.isoformat().replace("+00:00", "Z"),
             "served_name": spec.served_name,
             "proc_start": proc_start(proc.pid),
             "home": str(home) if home else None,
         }
+
+    def _logging_config(self) -> Path:
+        """vLLM's log format with milliseconds, so `deployments.startup` can split a start
+        into parts smaller than vLLM's one-second stamps."""
+        path = self.log_dir / "vllm-logging.json"
+        text = json.dumps(LOGGING_CONFIG, indent=1)
+        if not path.is_file() or path.read_text() != text:
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(text)
+            tmp.replace(path)  # atomic: a server starting meanwhile never reads half a file
+        return path
 
     def _private_home(self, env: dict[str, str]) -> Path:
         """A private HOME with ~/.s3cfg, where tensorizer looks for S3 credentials."""
@@ -219,6 +260,8 @@ class LocalBackend:
     def wait_ready(self, handle: dict[str, Any], *, timeout: float) -> str:
         endpoint: str = handle["endpoint"]
         deadline = time.monotonic() + timeout
+        watch = _LogWatch(Path(handle["log_path"]), _UP_MARKER) if self.watch_log else None
+        next_probe = 0.0
         with httpx.Client(timeout=2.0) as client:
             while True:
                 if not self._alive(handle):
@@ -237,8 +280,14 @@ class LocalBackend:
                         + " before it was ready",
                         log_tail=tail,
                     )
-                if self._probe(client, endpoint, handle.get("served_name")):
-                    return endpoint
+                now = time.monotonic()
+                # Probe on the poll interval, and at once when uvicorn says it is up: the
+                # log is read every tick, an HTTP probe only when it can succeed.
+                if now >= next_probe or (watch is not None and watch.seen()):
+                    next_probe = now + self.ready_poll_s
+                    if self._probe(client, endpoint, handle.get("served_name")):
+                        self._record_startup(handle, datetime.now(UTC))
+                        return endpoint
                 if time.monotonic() > deadline:
                     tail = self.logs(handle, lines=60)
                     self.stop(handle)
@@ -246,7 +295,20 @@ class LocalBackend:
                         f"vLLM server at {endpoint} not ready after {timeout:.0f}s; stopped it",
                         log_tail=tail,
                     )
-                time.sleep(0.5)
+                time.sleep(_TICK_S if watch is not None else self.ready_poll_s)
+
+    def _record_startup(self, handle: dict[str, Any], ready: datetime) -> None:
+        """The start-up's parts into the handle and the server's log, where a slow deploy
+        is read about; never fails the deploy over a log it cannot parse."""
+        path = Path(handle["log_path"])
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+            profile = parse_startup(lines, started=utc(handle["started_at"]), ready=ready)
+        except (OSError, ValueError, KeyError):
+            return
+        handle["startup"] = profile.as_dict()
+        with contextlib.suppress(OSError), open(path, "a") as log:
+            log.write(f"paddock: {profile.summary()}\n")
 
     @staticmethod
     def _probe(client: httpx.Client, endpoint: str, served_name: str | None) -> bool:
@@ -355,6 +417,59 @@ class LocalBackend:
             proc.poll()
 
 
+_TICK_S = 0.05
+# Sequences the fitted KV cache holds at full context when max_num_seqs is not set.
+FIT_SEQS = 4
+_DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2}
+
+
+def kv_cache_bytes(model_dir: Path, dtype: str, max_model_len: int, seqs: int) -> int:
+    """KV-cache bytes for ``seqs`` sequences of ``max_model_len`` tokens of this model.
+
+    Keys and values for every layer and KV head, one block of slack per sequence (vLLM
+    allocates whole blocks), rounded up to a MiB.
+    """
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg = cfg.get("text_config", cfg)
+    heads = int(cfg["num_attention_heads"])
+    kv_heads = int(cfg.get("num_key_value_heads") or heads)
+    head_dim = int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads)
+    if dtype == "auto":
+        dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32")
+    width = _DTYPE_BYTES.get(dtype.removeprefix("torch."), 4)
+    per_token = 2 * int(cfg["num_hidden_layers"]) * kv_heads * head_dim * width
+    tokens = seqs * (max_model_len + 128)
+    mib = 1 << 20
+    return -(-per_token * tokens // mib) * mib
+
+
+class _LogWatch:
+    """Has ``marker`` appeared in a growing log? Reads only what was appended since the
+    last call, keeping a marker's length of overlap so a line split across reads counts."""
+
+    def __init__(self, path: Path, marker: bytes) -> None:
+        self.path = path
+        self.marker = marker
+        self.offset = 0
+        self.tail = b""
+        self.found = False
+
+    def seen(self) -> bool:
+        if self.found:
+            return True
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except OSError:
+            return False
+        self.offset += len(chunk)
+        window = self.tail + chunk
+        self.found = self.marker in window
+        self.tail = window[-len(self.marker) :]
+        return self.found
+
+
 def _child_env(spec: ServeSpec) -> dict[str, str]:
     """The server's environment: the allowlisted part of ours, then the spec's own.
 
@@ -371,6 +486,12 @@ def _child_env(spec: ServeSpec) -> dict[str, str]:
         elif key not in env and os.environ.get(key):
             env[key] = os.environ[key]
     return env
+
+
+def _omp_threads() -> int:
+    """What vLLM's CPU worker process would get: the usable cores but one (for the engine
+    and API server), at least one."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 def _local_path(uri: str) -> Path:

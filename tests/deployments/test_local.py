@@ -14,14 +14,16 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
 from deployments.base import BackendError, ServeSpec, get_backend
-from deployments.local import DEFAULT_PYTHON, LocalBackend
+from deployments.local import DEFAULT_PYTHON, LocalBackend, _LogWatch, kv_cache_bytes
 from deployments.processes import group_members
+from deployments.startup import PARTS, parse_startup
 from paddock.bundle import write_bundle
 from paddock.parity import check_parity, reference_from_model
 from paddock.testkit.tiny_model import build_tiny_llama
@@ -146,7 +148,17 @@ def test_ready_and_chat(server) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["usage"]["completion_tokens"] >= 1
-    assert "paddock_serving" in backend.logs(handle, lines=10_000)  # the plugin ran
+    log = backend.logs(handle, lines=10_000)
+    assert "paddock_serving" in log  # the plugin ran
+    # The start, part by part, from vLLM's own lines (stamped to the millisecond).
+    startup = handle["startup"]
+    assert startup["resolution_s"] == 0.001
+    assert list(startup["parts"]) == [p for p in PARTS if p in startup["parts"]]
+    assert {"imports", "engine_spawn", "weight_load", "kv_cache", "http_ready"} <= set(
+        startup["parts"]
+    )
+    assert abs(sum(startup["parts"].values()) - startup["total_s"]) < 0.01
+    assert "paddock: ready in" in log and "paddock_serving: loaded" in log
     # Four samples and no temperature: vLLM refuses n > 1 only for greedy sampling, so
     # the refusal shows the served default (temperature 0) applied, not vLLM's own 1.0.
     plain = httpx.post(
@@ -307,3 +319,143 @@ def test_s3_bundle_credentials_go_to_private_s3cfg(tiny_bundle: Path, log_dir: P
     assert not Path(handle["home"]).exists()
     with pytest.raises(BackendError, match="local_config_dir"):
         backend.command(ServeSpec("s", "t", "s3://b/p/"), 8000)
+
+
+# ------------------------------------------------------------------ start-up profile
+
+STARTED = datetime(2026, 11, 24, 4, 50, 10, tzinfo=UTC)
+# (process, seconds after STARTED, message) as vLLM logs a start with a separate worker.
+_START = [
+    ("APIServer", 9.246, "version 0.32.0"),
+    ("APIServer", 9.262, "Enabled custom fusions: norm_quant, act_quant"),
+    ("EngineCore", 17.413, "Initializing a V1 LLM engine (v0.32.0) with config: ..."),
+    ("VllmWorker-0", 25.720, "Registered model loader"),
+    ("Worker", 26.811, "Starting to load model /bundle..."),
+    ("Worker", 27.963, "paddock_serving: loaded 538 MB of weights in 1.10 s (489 MB/s), ..."),
+    ("Worker", 28.011, "Explicitly set (1.0/22.34) GiB for KV cache on node 0."),
+    ("EngineCore", 28.012, "CPU KV cache size: 524,288 tokens, Maximum concurrency ..."),
+    ("EngineCore", 28.578, "init engine (profile, create kv cache, warmup model) took 0.58 s"),
+    ("APIServer", 30.076, "Starting vLLM server on http://127.0.0.1:8000"),
+    ("APIServer", 30.408, "Application startup complete."),
+]
+
+
+def _log(entries: list[tuple[str, float, str]], *, ms: bool = True) -> list[str]:
+    """Lines in vLLM's format, local time as vLLM writes it, with or without milliseconds."""
+    out = ["paddock: /venv/bin/python -m vllm.entrypoints.openai.api_server ..."]
+    for proc, offset, msg in entries:
+        at = (STARTED + timedelta(seconds=offset)).astimezone()
+        stamp = at.strftime("%m-%d %H:%M:%S") + (f".{at.microsecond // 1000:03d}" if ms else "")
+        out.append(f"({proc} pid=7) INFO {stamp} [file.py:1] {msg}")
+    return out
+
+
+def test_startup_parts_add_up_from_the_log() -> None:
+    ready = STARTED + timedelta(seconds=30.5)
+    prof = parse_startup(_log(_START), started=STARTED, ready=ready)
+    assert list(prof.parts) == list(PARTS)
+    assert prof.parts["imports"] == pytest.approx(9.246)
+    assert prof.parts["engine_spawn"] == pytest.approx(17.413 - 9.246)
+    assert prof.parts["worker_spawn"] == pytest.approx(25.720 - 17.413)
+    assert prof.parts["weight_load"] == pytest.approx(27.963 - 26.811)
+    assert prof.parts["kv_cache"] == pytest.approx(28.578 - 27.963)
+    assert prof.parts["http_ready"] == pytest.approx(30.5 - 30.076)
+    assert prof.total_s == pytest.approx(30.5) == pytest.approx(sum(prof.parts.values()))
+    assert prof.resolution_s == 0.001
+    assert prof.facts == {"weights_s": 1.10, "kv_cache_tokens": 524288.0, "init_engine_s": 0.58}
+    assert prof.summary().startswith("ready in 30.5 s (imports 9.2, engine_spawn 8.2")
+
+
+def test_startup_without_a_worker_or_milliseconds() -> None:
+    """vLLM's own second stamps, the worker inside the engine process, no end-of-load
+    line: the parts still add up, the resolution says how far to trust them."""
+    entries = [
+        ("EngineCore" if "Worker" in proc else proc, offset, msg)
+        for proc, offset, msg in _START
+        if "paddock_serving" not in msg and proc != "VllmWorker-0"
+    ]
+    prof = parse_startup(_log(entries, ms=False), started=STARTED)
+    assert "worker_spawn" not in prof.parts and "http_ready" not in prof.parts
+    assert prof.resolution_s == 1.0
+    assert prof.total_s == pytest.approx(30.0) == pytest.approx(sum(prof.parts.values()))
+    assert prof.parts["weight_load"] == pytest.approx(28 - 26)  # to the next engine line
+
+
+def test_log_watch_reads_only_what_was_appended(tmp_path: Path) -> None:
+    log = tmp_path / "v.log"
+    log.write_bytes(b"INFO: Waiting for application startup.\nINFO: Application start")
+    watch = _LogWatch(log, b"Application startup complete")
+    assert not watch.seen()
+    with open(log, "ab") as f:
+        f.write(b"up complete.\n")  # the marker split across two reads
+    assert watch.seen() and watch.seen()
+    assert not _LogWatch(tmp_path / "missing.log", b"x").seen()
+
+
+def test_kv_cache_fitted_to_the_context(tiny_repo: Path, tiny_bundle: Path) -> None:
+    # 2 layers x 2 KV heads x 64 dims x K and V x 4 bytes = 2 KiB per token.
+    size = kv_cache_bytes(tiny_repo, "float32", 2048, 4)
+    assert size == 4 * (2048 + 128) * 2048 + (-(4 * 2176 * 2048) % (1 << 20))
+    assert kv_cache_bytes(tiny_repo, "bfloat16", 2048, 4) < size
+    cmd = LocalBackend(kv_cache_gib=None, max_num_seqs=2).command(
+        ServeSpec("s", "t", str(tiny_bundle), max_model_len=512), 8000
+    )
+    assert cmd[cmd.index("--max-num-seqs") + 1] == "2"
+    assert int(cmd[cmd.index("--kv-cache-memory-bytes") + 1]) == kv_cache_bytes(
+        tiny_repo, "float32", 512, 2
+    )
+
+
+# ------------------------------------------------------------------ the serving plugin's reader
+
+
+def test_mapped_tensors_equal_tensorizers(tmp_path: Path, tiny_bundle: Path) -> None:
+    """The plugin reads a local bundle as views of the mapped file; every tensor must be
+    what tensorizer itself deserializes (the module needs only torch and tensorizer)."""
+    import torch
+    from tensorizer import TensorDeserializer, TensorSerializer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "serving"))
+    try:
+        from paddock_serving.mapped import mapped_tensors
+    finally:
+        sys.path.pop(0)
+
+    mixed = tmp_path / "mixed.tensors"
+    writer = TensorSerializer(str(mixed))
+    writer.write_state_dict(
+        {
+            "f32": torch.randn(3, 5),
+            "bf16": torch.randn(7).to(torch.bfloat16),
+            "f16": torch.randn(2, 2).half(),
+            "i64": torch.arange(9),
+            "empty": torch.zeros(0, 4),
+        }
+    )
+    writer.close()
+    for path in (tiny_bundle / "model.tensors", mixed):
+        views = mapped_tensors(path)
+        assert views is not None
+        got = dict(views)
+        with TensorDeserializer(str(path), device="cpu") as reference:
+            assert set(got) == set(reference.keys())
+            for name, tensor in reference.items():
+                assert got[name].dtype == tensor.dtype and torch.equal(got[name], tensor)
+    # Copy-on-write: writing through a view never reaches the bundle.
+    before = (tiny_bundle / "model.tensors").read_bytes()
+    views = mapped_tensors(tiny_bundle / "model.tensors")
+    assert views is not None
+    for _, tensor in views:
+        tensor.fill_(0)
+    assert (tiny_bundle / "model.tensors").read_bytes() == before
+    assert mapped_tensors(tmp_path / "missing.tensors") is None
+    (tmp_path / "junk.tensors").write_bytes(b"not a tensorizer file")
+    assert mapped_tensors(tmp_path / "junk.tensors") is None
+
+
+def test_the_image_ships_the_same_logging_config() -> None:
+    """serving/Containerfile points VLLM_LOGGING_CONFIG_PATH at this file."""
+    from deployments.startup import LOGGING_CONFIG
+
+    shipped = Path(__file__).resolve().parents[2] / "serving" / "vllm-logging.json"
+    assert json.loads(shipped.read_text()) == LOGGING_CONFIG
