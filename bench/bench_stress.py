@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -137,7 +138,8 @@ def run_vllm_bench(args: argparse.Namespace, conc: int, num: int, out: Path, see
     subprocess.run(
         cmd, check=True, stdout=quiet, stderr=quiet, env={**os.environ, "PYTHONWARNINGS": "ignore"}
     )
-    return json.loads(out.read_text())
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
 
 
 def _median_pair(pairs: list[tuple[float, float]]) -> tuple[float, float]:
@@ -195,7 +197,7 @@ def bench_vs_vllm(args: argparse.Namespace) -> None:
                 seed = 1000 * conc + 10 * rep + (tool == "vllm")
                 if tool == "paddock":
                     prompts = random_token_prompts(
-                        tok, num=num, input_len=args.input_len, seed=seed
+                        cast(Any, tok), num=num, input_len=args.input_len, seed=seed
                     )
                     [run] = run_load_sync(args.endpoint, args.model, profile, prompts)
                     m = calculate_metrics(run.results, run.duration_s, concurrency=conc)

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -36,6 +36,9 @@ from paddock.errors import EndpointDown
 from paddock.stress.profiles import LoadProfile
 from paddock.stress.prompts import Conversation, load_conversations
 from paddock.stress.results import RequestResult
+
+if TYPE_CHECKING:
+    from paddock.stress.sequential import StopRule
 
 __all__ = [
     "StepRun",
@@ -60,6 +63,30 @@ class StepRun:
     request_rate: float | None
     results: list[RequestResult]
     duration_s: float
+    # With a stop rule: "pass"/"fail" when the verdict settled before the cap, and how
+    # many requests had been sent then.
+    verdict: str | None = None
+    requests_at_verdict: int | None = None
+
+
+class _Stop:
+    """A step's stop rule, looked at after every ``every`` completed requests; once it
+    gives a verdict no new request is sent (those in flight finish)."""
+
+    def __init__(self, rule: StopRule | None, every: int) -> None:
+        self.rule = rule
+        self.every = max(every, 1)
+        self.done = 0
+        self.verdict: str | None = None
+        self.sent_at: int | None = None
+
+    def completed(self, results: list[RequestResult]) -> None:
+        self.done += 1
+        if self.rule is None or self.verdict is not None or self.done % self.every:
+            return
+        verdict = self.rule(results)
+        if verdict is not None:
+            self.verdict, self.sent_at = verdict, len(results)
 
 
 def chat_url(endpoint: str) -> str:
@@ -247,6 +274,7 @@ async def _run_concurrent(
     concurrency: int,
     timeout_s: float,
     bound_s: float,
+    stop: _Stop | None = None,
 ) -> tuple[list[RequestResult], float]:
     results: list[RequestResult] = []
     counter = itertools.count()  # shared by the workers: one loop thread, no locking needed
@@ -254,11 +282,13 @@ async def _run_concurrent(
 
     async def worker() -> None:
         for i in counter:
-            if i >= num_requests:
+            if i >= num_requests or (stop is not None and stop.verdict is not None):
                 return
             out = RequestResult()
             results.append(out)
             await send_chat(client, requests[i % nb], timeout_s, out)
+            if stop is not None:
+                stop.completed(results)
 
     start = perf_counter()
     workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, num_requests))]
@@ -288,6 +318,7 @@ async def _run_rate(
     timeout_s: float,
     bound_s: float,
     seed: int,
+    stop: _Stop | None = None,
 ) -> tuple[list[RequestResult], float]:
     results: list[RequestResult] = []
     tasks: list[asyncio.Task[Any]] = []
@@ -295,16 +326,23 @@ async def _run_rate(
     offsets = arrival_offsets(num_requests, rate, burstiness, seed)
     nb = len(requests)
 
+    def settled() -> bool:
+        return stop is not None and stop.verdict is not None
+
+    async def send(i: int) -> None:
+        out = RequestResult()
+        results.append(out)
+        await send_chat(client, requests[i % nb], timeout_s, out)
+        if stop is not None:
+            stop.completed(results)
+
     async def one(i: int) -> None:
         if sem is None:
-            out = RequestResult()
-            results.append(out)
-            await send_chat(client, requests[i % nb], timeout_s, out)
+            await send(i)
             return
         async with sem:  # queued requests are not sent yet, so not recorded yet (as vLLM)
-            out = RequestResult()
-            results.append(out)
-            await send_chat(client, requests[i % nb], timeout_s, out)
+            if not settled():
+                await send(i)
 
     async def produce() -> None:
         t0 = perf_counter()
@@ -312,6 +350,8 @@ async def _run_rate(
             wait = t0 + off - perf_counter()
             if wait > 0:
                 await asyncio.sleep(wait)
+            if settled():
+                break
             tasks.append(asyncio.ensure_future(one(i)))
         await asyncio.gather(*tasks)
 
@@ -350,11 +390,16 @@ async def run_load(
     api_key: str | None = None,
     shape: Shaper | None = None,
     on_step: Callable[[StepRun], None] | None = None,
+    stop_rule: Callable[[int | None], StopRule | None] | None = None,
+    keep_going: Callable[[StepRun], bool] | None = None,
 ) -> list[StepRun]:
     """Run ``profile`` against ``endpoint``: test request, warm-up, then each step.
 
     Raises `EndpointDown` when the test request fails (nothing measured). ``prompts``
     defaults to the shipped conversations, shuffled with the profile's seed.
+    ``stop_rule(concurrency)`` gives a step its stop rule (`paddock.stress.sequential`),
+    looked at after each batch of completed requests; ``keep_going(run)`` False after a
+    step skips the steps after it.
     """
     convs = list(prompts) if prompts is not None else load_conversations()
     if not convs:
@@ -383,7 +428,10 @@ async def run_load(
                 bound_s=profile.max_duration_s,
             )
         runs: list[StepRun] = []
+        every = profile.sequential.check_every if profile.sequential else None
         for conc in steps:
+            rule = stop_rule(conc) if stop_rule is not None else None
+            stop = _Stop(rule, every or conc or 1) if rule is not None else None
             if profile.kind == "rate":
                 assert profile.request_rate is not None  # the profile validated it
                 results, dur = await _run_rate(
@@ -396,6 +444,7 @@ async def run_load(
                     timeout_s=timeout_s,
                     bound_s=profile.max_duration_s,
                     seed=profile.seed,
+                    stop=stop,
                 )
             else:
                 assert conc is not None
@@ -406,11 +455,16 @@ async def run_load(
                     concurrency=conc,
                     timeout_s=timeout_s,
                     bound_s=profile.max_duration_s,
+                    stop=stop,
                 )
             run = StepRun(conc, profile.request_rate, results, dur)
+            if stop is not None:
+                run.verdict, run.requests_at_verdict = stop.verdict, stop.sent_at
             runs.append(run)
             if on_step is not None:
                 on_step(run)
+            if keep_going is not None and not keep_going(run):
+                break
         return runs
 
 

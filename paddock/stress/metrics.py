@@ -75,6 +75,11 @@ class StressMetrics:
     median_words_per_minute: float
     p90_words_per_minute: float
     p99_words_per_minute: float
+    # The sequential gate (`paddock.stress.sequential`), on gated steps when the profile
+    # has one: "pass"/"fail" when the verdict settled early, "cap" when the step ran to its
+    # cap; and the requests sent when it settled (all of them at the cap).
+    settled: str | None = None
+    requests_to_verdict: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

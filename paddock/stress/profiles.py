@@ -13,7 +13,9 @@ and GuideLLM's profiles:
 - ``sweep``: one ``concurrent`` run per entry of ``sweep_concurrencies`` (latency vs load).
 
 ``num_requests`` and ``max_duration_s`` bound every measured run (each step of a sweep);
-whichever is reached first ends it.
+whichever is reached first ends it. With ``sequential`` set, a gated step also ends as soon
+as its SLO verdict is settled at the configured confidence (`paddock.stress.sequential`):
+``num_requests`` becomes the cap.
 """
 
 from __future__ import annotations
@@ -24,9 +26,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from paddock.errors import ProfileError, explain_validation
 
-__all__ = ["Kind", "LoadProfile", "PRESETS", "load_profile"]
+__all__ = ["Kind", "LoadProfile", "Sequential", "PRESETS", "load_profile"]
 
 Kind = Literal["synchronous", "concurrent", "rate", "sweep"]
+
+
+class Sequential(BaseModel):
+    """Stop a gated step once its verdict is settled (see `paddock.stress.sequential`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The chance that an early verdict is wrong stays below 1 - confidence, over every
+    # check of the SLO and every look at the data.
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    # Completed requests between two looks; None: the step's concurrency (one batch).
+    check_every: int | None = Field(default=None, gt=0)
 
 
 class LoadProfile(BaseModel):
@@ -49,6 +63,7 @@ class LoadProfile(BaseModel):
     # Generate exactly max_tokens (vLLM's ignore_eos), so runs compare with `vllm bench serve`.
     ignore_eos: bool = False
     seed: int = 0
+    sequential: Sequential | None = None
 
     @model_validator(mode="after")
     def _kind_needs(self) -> LoadProfile:
@@ -80,6 +95,12 @@ class LoadProfile(BaseModel):
         return self.request_timeout_s + warmup + self.max_duration_s * len(self.steps())
 
 
+# The sequential gate is on for the presets a submission is gated with: a run that cannot
+# settle early (every passing one on these caps: at 95 % a 5 % or 1 % error limit takes
+# ~120-150 or ~650 clean requests to bound) reaches its cap and is the same run as without the gate,
+# while a failing one stops as soon as its failure is certain and skips the steps after
+# it (a crashing or hung server: after 2 errors instead of the cap and the duration
+# bound). Off for "smoke", whose fixed request counts the tests rely on.
 PRESETS: dict[str, dict[str, Any]] = {
     # Seconds, for tests against the fake server and a tiny model on CPU.
     "smoke": dict(
@@ -101,6 +122,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         warmup_requests=2,
         request_timeout_s=30,
         max_tokens=32,
+        sequential=dict(confidence=0.95),
     ),
     "gpu": dict(
         kind="sweep",
@@ -110,6 +132,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         warmup_requests=4,
         request_timeout_s=20,
         max_tokens=128,
+        sequential=dict(confidence=0.95),
     ),
 }
 

@@ -38,6 +38,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("median_words_per_minute", "words/min p50", "{:.0f}"),
     ("error_rate", "errors", "{:.1%}"),
     ("good_fraction", "good", "{:.1%}"),
+    ("settled", "settled", "{}"),
+    ("requests_to_verdict", "n to verdict", "{}"),
 ]
 
 
@@ -140,6 +142,12 @@ def to_markdown(
         "after the first token.",
         "",
     ]
+    if any(s.settled is not None for s in steps):
+        lines += [
+            "Settled: the sequential gate's verdict once it was certain at the profile's "
+            "confidence (`cap`: the step ran to its cap); n to verdict: requests sent by then.",
+            "",
+        ]
     lines += [
         "<details><summary>profile</summary>",
         "",

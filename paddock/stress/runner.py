@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from paddock.stress.loadgen import Shaper, run_load_sync
+from paddock.stress.loadgen import Shaper, StepRun, run_load_sync
 from paddock.stress.metrics import StressMetrics, calculate_metrics
 from paddock.stress.profiles import LoadProfile, load_profile
 from paddock.stress.prompts import Conversation
 from paddock.stress.report import to_json
+from paddock.stress.sequential import gate_for
 from paddock.stress.slo import Slo, evaluate, slo_for
 
 __all__ = ["StressOutcome", "run_stress"]
@@ -54,11 +55,34 @@ def run_stress(
     """
     prof = load_profile(profile)
     gate = slo if isinstance(slo, Slo) else slo_for(slo, slo_overrides)
-    runs = run_load_sync(endpoint, model, prof, prompts, api_key=api_key, shape=shape)
-    steps = [
-        calculate_metrics(
-            r.results, r.duration_s, gate, concurrency=r.concurrency, request_rate=r.request_rate
+    rules = gate_for(gate, prof)
+
+    def measured(run: StepRun) -> StressMetrics:
+        m = calculate_metrics(
+            run.results,
+            run.duration_s,
+            gate,
+            concurrency=run.concurrency,
+            request_rate=run.request_rate,
         )
-        for r in runs
-    ]
+        if rules is not None and rules(run.concurrency) is not None:
+            m.settled = run.verdict or "cap"
+            m.requests_to_verdict = run.requests_at_verdict or m.total_requests
+        return m
+
+    def keep_going(run: StepRun) -> bool:
+        # A settled failure ends the sweep: the gate has failed whatever comes after.
+        return run.verdict != "fail" or not evaluate(measured(run), gate)
+
+    runs = run_load_sync(
+        endpoint,
+        model,
+        prof,
+        prompts,
+        api_key=api_key,
+        shape=shape,
+        stop_rule=rules,
+        keep_going=keep_going if rules is not None else None,
+    )
+    steps = [measured(r) for r in runs]
     return StressOutcome(prof, gate, steps, evaluate(steps, gate))

@@ -7,6 +7,8 @@ server runs):
 
 - ``tokens``: tokens per reply (capped by the request's ``max_tokens``; None = max_tokens)
 - ``first_token_delay_s`` / ``token_delay_s``: prefill and per-token sleeps
+- ``first_token_delays``: prefill sleeps cycled over requests (overrides the above), e.g.
+  ``[0, 0.2]`` for a server whose median sits on a threshold between them
 - ``fail_every``: every Nth request answers 500
 - ``stall_after``: after K tokens the stream goes silent (until the client gives up)
 - ``healthy_first``: the first N requests ignore the delay, failure and stall knobs (so
@@ -42,6 +44,7 @@ class FakeServer:
         fail_every: int = 0,
         stall_after: int | None = None,
         healthy_first: int = 0,
+        first_token_delays: list[float] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.tokens = tokens
@@ -50,6 +53,7 @@ class FakeServer:
         self.fail_every = fail_every
         self.stall_after = stall_after
         self.healthy_first = healthy_first
+        self.first_token_delays = first_token_delays
         self.requests_seen = 0
         self.bodies: list[dict[str, Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -82,8 +86,11 @@ class FakeServer:
         n = max_tokens if self.tokens is None else min(self.tokens, max_tokens)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        if self.first_token_delay_s and not healthy:
-            await asyncio.sleep(self.first_token_delay_s)
+        prefill = self.first_token_delay_s
+        if self.first_token_delays:
+            prefill = self.first_token_delays[n_req % len(self.first_token_delays)]
+        if prefill and not healthy:
+            await asyncio.sleep(prefill)
         head = '{"id":"x","object":"chat.completion.chunk","model":"fake","choices":[{"index":0,'
         await resp.write(
             ("data: " + head + '"delta":{"role":"assistant","content":""}}]}\n\n').encode()
