@@ -12,6 +12,11 @@ ages and health, and why the winner won — which is stored on the conversation 
 to developers by `GET /route` and `paddock route --explain`. A user is told only
 `user_reason`: the explanation names every served model, its ratings and its health, which
 is the developers' business, and in an arena would give the anonymous pair away.
+
+A model its backend has parked at zero replicas (idle, on Kubernetes) is asleep: never
+chosen, since its user would wait out a cold start, but woken (once; `paddock.waking`)
+so it serves again shortly. When every model that could take the conversation is asleep
+or waking, the caller gets `ModelWaking`, a 503 with a Retry-After, instead of a hang.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from paddock import conversations
+from paddock import conversations, waking
 from paddock.config import get_settings
 from paddock.conversations import Served
 from paddock.errors import TransientError
@@ -32,6 +37,7 @@ from paddock.models import utcnow
 
 __all__ = [
     "NoModelAvailable",
+    "ModelWaking",
     "RoutePolicy",
     "Candidate",
     "RouteDecision",
@@ -44,6 +50,15 @@ __all__ = [
 
 class NoModelAvailable(TransientError):
     """No served model is healthy right now (or fewer than an arena needs)."""
+
+
+class ModelWaking(NoModelAvailable):
+    """Not enough awake models, but one that could take the conversation is waking up:
+    the answer is "try again in `retry_after` seconds", not "there is none"."""
+
+    def __init__(self, message: str, retry_after: int = waking.RETRY_AFTER_S) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +111,15 @@ async def _probe(client: httpx.AsyncClient, endpoint: str, timeout_s: float) -> 
 
 async def _health(
     client: httpx.AsyncClient, served: list[Served], policy: RoutePolicy
-) -> dict[str, tuple[bool, str]]:
+) -> tuple[dict[str, tuple[bool, str]], set[str]]:
+    """Each model's (healthy, why), and which of the down ones are waking up."""
     ids = [s.submission.id for s in served]
     rows = await asyncio.to_thread(conversations.health_of, submission_ids=ids)
     now = utcnow()
     out: dict[str, tuple[bool, str]] = {}
+    waking_ids = {
+        sid for sid, row in rows.items() if not row.healthy and waking.is_waking(row.error)
+    }
     to_probe: list[Served] = []
     for s in served:
         row = rows.get(s.submission.id)
@@ -120,11 +139,30 @@ async def _health(
         if problem is None:
             await asyncio.to_thread(conversations.mark_up, submission_id=sid)
             out[sid] = (True, "recovered (probe answered)")
+            waking_ids.discard(sid)
         else:
             error = rows[sid].error or "down"
             await asyncio.to_thread(conversations.mark_down, submission_id=sid, error=error)
             out[sid] = (False, f"down: {error}; {problem}")
-    return out
+    return out, waking_ids
+
+
+async def _wake_parked(
+    served: list[Served], waker: waking.Waker
+) -> tuple[dict[str, tuple[bool, str]], set[str]]:
+    """The parked models, out of the choice, each woken unless it already is."""
+    ids = [s.submission.id for s in served]
+    parked = await asyncio.to_thread(waker.parked, ids)
+    out: dict[str, tuple[bool, str]] = {}
+    waking_ids: set[str] = set()
+    for sid, model in parked.items():
+        is_waking, why = await asyncio.to_thread(waker.wake, model)
+        if why == "no longer parked":
+            continue
+        out[sid] = (False, why)
+        if is_waking:
+            waking_ids.add(sid)
+    return out, waking_ids
 
 
 async def choose(
@@ -132,11 +170,18 @@ async def choose(
     *,
     mode: Literal["beta", "arena", "api"] = "beta",
     policy: RoutePolicy | None = None,
+    waker: waking.Waker | None = None,
 ) -> RouteDecision:
-    """Pick one model (two distinct ones for an arena) or raise NoModelAvailable."""
+    """Pick one model (two distinct ones for an arena) or raise NoModelAvailable
+    (ModelWaking when a model that could take it is waking up)."""
     policy = policy or RoutePolicy.from_settings()
+    waker = waker or waking.default_waker(policy.reprobe_s)
     served = await asyncio.to_thread(conversations.served_models)
-    health = await _health(client, served, policy)
+    asleep, woken = await _wake_parked(served, waker)
+    awake = [s for s in served if s.submission.id not in asleep]
+    health, still_waking = await _health(client, awake, policy)
+    health.update(asleep)
+    waking_ids = woken | still_waking
     ids = [s.submission.id for s in served]
     counts = await asyncio.to_thread(conversations.feedback_counts, submission_ids=ids)
     now = utcnow()
@@ -162,6 +207,13 @@ async def choose(
     healthy = [c for c in candidates if c.healthy]
     if len(healthy) < wanted:
         down = len(candidates) - len(healthy)
+        if waking_ids and len(healthy) + len(waking_ids) >= wanted:
+            n = len(waking_ids)
+            raise ModelWaking(
+                f"no model is awake to take a new {mode} conversation right now: "
+                f"{n} {'is' if n == 1 else 'are'} waking up after being idle; "
+                f"try again in {waking.RETRY_AFTER_S} s"
+            )
         raise NoModelAvailable(
             f"no model can take a new {mode} conversation right now: {len(healthy)} healthy "
             f"of {len(candidates)} served ({down} down); try again in a moment"

@@ -36,7 +36,7 @@ from .defaults import (
 from .readiness import assess, wait_ready
 from .render import INIT_CONTAINER, PodSettings, render_manifests
 from .routing import IngressSettings, Route, wait_routed
-from .scaling import ReplicaSettings, check_scale, desired_replicas
+from .scaling import ReplicaSettings, check_scale, desired_replicas, wake_replicas
 from .secret import SecretKeys
 from .workloads import KServeWorkload, PlainWorkload, Workload, workload_of
 
@@ -211,6 +211,23 @@ class KubernetesBackend:
         if self.api.patch(runner, {"spec": {"replicas": replicas}}) is None:
             raise NotFound(f"cannot scale {runner}: it does not exist")
         log.info("scaled %s to %d replicas", runner, replicas)
+
+    def parked(self, handle: dict[str, Any]) -> bool:
+        """Whether the model's Deployment exists and is set to zero replicas. Unlike
+        `replicas() == 0`, a Deployment that is gone (or that KServe has not made yet) is
+        not parked: there is nothing to wake."""
+        return desired_replicas(self.api.read(_runner(handle))) == 0
+
+    def wake(self, handle: dict[str, Any]) -> int | None:
+        """Scale a parked model back to its floor; returns the replicas asked for, or None
+        when it was not parked (already woken, or gone). The HPA, if any, takes over from
+        there. Callers that may race (several API processes) decide who wakes first: two
+        wakes are harmless, but each is an API write and a log line."""
+        if not self.parked(handle):
+            return None
+        replicas = wake_replicas(handle)
+        self.scale(handle, replicas)
+        return replicas
 
     def status(self, handle: dict[str, Any]) -> BackendState:
         ref = _ref(handle)

@@ -31,6 +31,7 @@ __all__ = [
     "ReplicaSettings",
     "check_scale",
     "desired_replicas",
+    "wake_replicas",
 ]
 
 # vLLM's `vllm:num_requests_waiting` as the adapter renames it: the colon is Prometheus's
@@ -124,3 +125,9 @@ def desired_replicas(deployment: Mapping[str, Any] | None) -> int | None:
         return None
     replicas = (deployment.get("spec") or {}).get("replicas")
     return 1 if replicas is None else int(replicas)
+
+
+def wake_replicas(handle: Mapping[str, Any]) -> int:
+    """The replicas a parked model wakes to: its floor (`min_replicas`, but at least one),
+    read from the handle so the process that wakes it needs no serving target."""
+    return max(1, int(handle.get("min_replicas", 0)))

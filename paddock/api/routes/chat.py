@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
@@ -429,7 +429,11 @@ def _sse_of(ev: Event) -> bytes:
     "/conversations",
     status_code=status.HTTP_201_CREATED,
     responses={
-        503: {"model": ErrorPublic, "description": "no model can take it right now"},
+        503: {
+            "model": ErrorPublic,
+            "description": "no model can take it right now; when one is waking up from "
+            "idle, `Retry-After` says in how many seconds to try again",
+        },
         **RATE_LIMITED,
     },
 )
@@ -443,7 +447,11 @@ async def start_conversation(
     conversation for developers."""
     address = client_address(request)
     limits_of(request).conversation_start(user_id=body.user_id, address=address)
-    decision = await routing.choose(relay.client, mode=body.mode)
+    try:
+        decision = await routing.choose(relay.client, mode=body.mode)
+    except routing.ModelWaking as exc:
+        headers = {"Retry-After": str(exc.retry_after)}
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers) from exc
     arena = body.mode == "arena"
     conv = await run_in_threadpool(
         conversations.start_conversation,
