@@ -34,7 +34,7 @@ def render(report: StatusReport) -> Table:
         title=f"{escape(report.name)} ({report.id}) — {report.status}",
         caption=(
             (
-                describe(report.sla)
+                describe(report.sla, str(report.status))
                 if report.sla
                 else f"{report.total_seconds:.1f} s of a {report.sla_seconds} s SLA"
             )

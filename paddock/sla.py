@@ -296,11 +296,17 @@ def _judge(submission_id: str) -> tuple[SlaView, dict[str, float]] | None:
     return found, spent
 
 
-def describe(sla: dict[str, Any]) -> str:
-    """One line for a person: time left, or how late and where the time went."""
+def describe(sla: dict[str, Any], status: str | None = None) -> str:
+    """One line for a person: time left, or how late and where the time went.
+
+    A run that ended without deploying stopped the clock in time too, but "met the SLA"
+    would read as a success: it is told as the failure it was, and how fast.
+    """
     where = f"{sla['slowest_stage']} {sla['slowest_seconds']:.1f} s"
     if sla["state"] == "on_time":
         return f"{sla['seconds_left']:.1f} s left of the {sla['seconds']} s SLA (slowest: {where})"
+    if sla["state"] == "met" and status == "failed":
+        return f"failed after {sla['elapsed_seconds']:.1f} s, within the {sla['seconds']} s SLA"
     if sla["state"] == "met":
         return f"met the {sla['seconds']} s SLA with {sla['seconds_left']:.1f} s to spare"
     late = f"late by {sla['seconds_late']:.1f} s against the {sla['seconds']} s SLA"

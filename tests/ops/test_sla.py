@@ -109,6 +109,10 @@ def test_a_run_that_ended_in_time_is_met_even_when_the_alarm_comes_later() -> No
     assert not breach.recorded
     assert breach.view.state == "met"
     assert breach.view.seconds_left is not None
+    # In time, but told as the failure it was: "met the SLA" would read as a success.
+    told = sla.describe(breach.view.as_dict(), "failed")
+    assert told.startswith("failed after ") and "within the 300 s SLA" in told
+    assert "met the" not in told
 
 
 def test_a_run_seen_to_end_late_is_breached_at_the_stage_it_was_in_at_the_deadline() -> None:
