@@ -302,11 +302,44 @@ def _env(settings: Settings, url: Urls) -> dict[str, str]:
     return env
 
 
+# Where Prefect's server keeps its database, in the order Prefect 3 reads them: the
+# second is the older name, still honoured. Unset: SQLite in the server's home.
+PREFECT_DATABASE_VARS = (
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+    "PREFECT_API_DATABASE_CONNECTION_URL",
+)
+
+
+def _prefect_database(env: dict[str, str]) -> tuple[str, str] | None:
+    """(variable, URL) of the database the operator named for Prefect's server, if any."""
+    for name in PREFECT_DATABASE_VARS:
+        if env.get(name):
+            return name, env[name]
+    return None
+
+
+def _check_prefect_database(env: dict[str, str]) -> None:
+    """Refuse, before anything starts, a Postgres URL Prefect's server cannot use: its
+    engine is async-only, so another driver would fail only once the server runs, with
+    the reason in its log rather than in front of the operator."""
+    named = _prefect_database(env)
+    if named is None:
+        return
+    name, url = named
+    scheme = url.split("://", 1)[0]
+    if scheme.startswith("postgres") and scheme != "postgresql+asyncpg":
+        raise StackError(
+            f"{name} names {scheme}://…, but Prefect's server needs the asyncpg driver: "
+            "write it as postgresql+asyncpg://user:password@host:5432/database"
+        )
+
+
 def _database(env: dict[str, str], prefect_home: Path) -> str:
-    url = env.get("PREFECT_API_DATABASE_CONNECTION_URL")
-    if not url:
+    named = _prefect_database(env)
+    if named is None:
         return f"SQLite {prefect_home / 'prefect.db'}"
-    return f"{url.split('://', 1)[0]} (PREFECT_API_DATABASE_CONNECTION_URL)"
+    name, url = named
+    return f"{url.split('://', 1)[0]} ({name})"  # never the URL: it may hold a password
 
 
 def _start_server(settings: Settings, url: Urls, env: dict[str, str], logs: Path) -> Part:
@@ -571,6 +604,7 @@ def up(*, redeploy: bool = False, progress: Callable[[str], None] | None = None)
 
     logs = _stack_dir(settings) / "logs"
     env = _env(settings, url)
+    _check_prefect_database(env)
     started: dict[str, Part] = {}
     try:
         if "server" not in alive:
