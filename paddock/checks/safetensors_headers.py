@@ -18,6 +18,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from paddock.checks.architectures import Expected
 from paddock.errors import Rejected
@@ -105,6 +106,23 @@ def _entry(file: str, name: str, raw: object) -> TensorInfo:
     return info
 
 
+class _Repeated(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all distinct: Python keeps a repeated key's last value,
+    safetensors' own parser need not, so a repeat is refused rather than guessed at."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _Repeated(key)
+        found[key] = value
+    return found
+
+
 def read_header(path: Path) -> list[TensorInfo]:
     """The tensors ``path`` declares, with every offset checked against the file."""
     file = path.name
@@ -124,7 +142,12 @@ def read_header(path: Path) -> list[TensorInfo]:
             )
         raw = fh.read(length)
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_repeats)
+    except _Repeated as exc:
+        raise Rejected(
+            f"{file} names tensor {exc.name} twice in its header, so one reader would load "
+            f"one copy and another the other; {_RESAVE} and upload them again"
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise Rejected(
             f"{file} is corrupted: its header is not JSON ({exc}); {_RESAVE} and upload them again"

@@ -120,6 +120,7 @@ VARIANT_KINDS: Final = (
     "corrupted_safetensors",
     "offsets_beyond_file",
     "overlapping_offsets",
+    "duplicate_tensor_name",
     # config
     "config_bad_values",
     "short_context",
@@ -560,6 +561,20 @@ def _overlap(header: dict[str, Any], data_len: int) -> None:
     header[second]["data_offsets"] = [begin - 4, end - 4]
 
 
+def _name_twice(dest: Path) -> None:
+    """Append a second entry for the first tensor, its shape transposed."""
+    path = dest / "model.safetensors"
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    first = _by_offset(header)[0]
+    twin = dict(header[first], shape=list(reversed(header[first]["shape"])))
+    body = json.dumps(header, separators=(",", ":"))
+    new = (body[:-1] + "," + json.dumps({first: twin})[1:]).encode()
+    new += b" " * (-len(new) % 8)
+    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + length :])
+
+
 def _symlink_file(dest: Path) -> None:
     outside = outside_path(dest)
     outside.mkdir(parents=True, exist_ok=True)
@@ -672,6 +687,9 @@ _BREAKERS: Final[dict[str, Callable[[Path], None]]] = {
     "offsets_beyond_file": lambda d: _edit_header(d, _beyond),
     # header rewritten: the second tensor starts 4 bytes inside the first
     "overlapping_offsets": lambda d: _edit_header(d, _overlap),
+    # header names one tensor twice, the copies disagreeing on its shape (JSON parsers keep
+    # one or the other: a checker and a loader could each see a different tensor)
+    "duplicate_tensor_name": lambda d: _name_twice(d),
     # every tokenizer file removed
     "no_tokenizer": _no_tokenizer,
     # tokenizer.json cut off mid-way (not JSON)

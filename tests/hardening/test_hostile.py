@@ -101,6 +101,7 @@ HUB_CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("corrupted_safetensors", "sanity", ("corrupted", "not JSON", "re-save")),
     ("offsets_beyond_file", "sanity", ("header lies", "data ends at byte", "re-save")),
     ("overlapping_offsets", "sanity", ("header", "overlapping", "re-save")),
+    ("duplicate_tensor_name", "sanity", ("names tensor", "twice", "re-save")),
     # config
     ("unsupported_arch", "sanity", ("FooForCausalLM", "not supported", "LlamaForCausalLM")),
     ("broken_config", "sanity", ("config.json does not parse", "save it again")),
