@@ -29,7 +29,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from paddock.db import session_scope
-from paddock.errors import PaddockError
 from paddock.models import Deployment, ModelHealth, utcnow
 
 __all__ = [
@@ -102,7 +101,7 @@ class Waker:
             if name not in self._backends:
                 try:
                     backend = self._opener(name)
-                except PaddockError as exc:
+                except Exception as exc:  # routing goes on without parking, never fails
                     log.warning(
                         "cannot open the %s backend to look for parked models: %s", name, exc
                     )
@@ -138,7 +137,7 @@ class Waker:
             else:
                 try:
                     is_parked = backend.parked(dep.handle)
-                except PaddockError as exc:
+                except Exception as exc:  # the API down: the relay and probes still judge it
                     log.warning("cannot tell whether %s is parked: %s", sid, exc)
                     is_parked = False
                 self._seen[sid] = (now, is_parked)
@@ -160,7 +159,7 @@ class Waker:
         assert backend is not None  # parked() found it
         try:
             replicas = backend.wake(parked.handle)
-        except PaddockError as exc:
+        except Exception as exc:  # recorded, and tried again `grace_s` later
             note = f"{WAKE_FAILED}{exc}"
             _write(sid, healthy=False, error=note, at=utcnow())
             log.warning("could not wake %s: %s", sid, exc)
@@ -212,6 +211,8 @@ def _claim(submission_id: str, *, now: datetime, grace_s: float) -> _Prior | obj
     claim = f"{WAKING}claimed at {now:%H:%M:%S} UTC"
     for _ in range(2):
         before = _row(submission_id)
+        if _is_recent_wake(before, fresh):  # the common case while it wakes: no write
+            return _TAKEN
         try:
             with session_scope() as session:
                 if before is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -23,7 +24,7 @@ from deployments.kubernetes import KubernetesBackend
 from paddock import conversations as conv
 from paddock import crud, waking
 from paddock.models import ConversationMode
-from paddock.router import ModelWaking, RouteDecision, RoutePolicy, choose
+from paddock.router import ModelWaking, NoModelAvailable, RouteDecision, RoutePolicy, choose
 from tests.chat.conftest import Api, Deploy
 from tests.chat.fakes import ChatFakeServer
 from tests.deployments.kube import FAST_RETRY, NS, KmockThread, make_spec
@@ -238,3 +239,20 @@ def test_two_processes_racing_to_wake_it_wake_it_once(
         t.join(30)
     assert len(errors) == 2 and all(isinstance(e, ModelWaking) for e in errors), errors
     assert len(wakes(k8s, deployment_name(sleeper))) == 1
+
+
+def test_a_wake_the_api_refuses_is_reported_and_not_retried_at_once(
+    deploy: Deploy, backend: KubernetesBackend, k8s: KmockThread, waker: waking.Waker
+) -> None:
+    sleeper = park(deploy, backend, "http://127.0.0.1:9", name="sleeper")
+    item = rf"/apis/apps/v1/namespaces/{NS}/deployments/{deployment_name(sleeper)}"
+    k8s.on_loop(lambda: k8s.emulator["patch", re.compile(item)] << 403)
+    before = len(k8s.requests("PATCH", item))
+    for _ in range(2):  # not "waking": the user is not told to come back for nothing
+        with pytest.raises(NoModelAvailable, match="0 healthy of 1 served") as caught:
+            route(waker)
+        assert not isinstance(caught.value, ModelWaking)
+    assert len(k8s.requests("PATCH", item)) == before + 1  # one try within the grace
+    row = conv.health_of(submission_ids=[sleeper])[sleeper]
+    assert row.error is not None and row.error.startswith(waking.WAKE_FAILED), row.error
+    assert "403" in row.error
