@@ -33,6 +33,7 @@ from paddock.checks.files import SourceFile, check_fetched, check_listing, walk_
 from paddock.contracts import Snapshot
 from paddock.errors import Rejected, TransientError
 from paddock.storage import sha256_file
+from paddock.transfers import HubFile, download_resuming, verify_hub_files
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -204,11 +205,16 @@ def _resolve(api: HfApi, repo_id: str, revision: str | None) -> str:
     return info.sha or ""
 
 
-def _hub_listing(api: HfApi, repo_id: str, sha: str) -> list[SourceFile]:
+def _hub_listing(api: HfApi, repo_id: str, sha: str) -> list[HubFile]:
     from huggingface_hub.hf_api import RepoFile
 
     return [
-        SourceFile(name=entry.path, size=entry.size)
+        HubFile(
+            name=entry.path,
+            size=entry.size,
+            sha256=entry.lfs.sha256 if entry.lfs is not None else None,
+            blob_id=entry.blob_id or None,
+        )
         for entry in api.list_repo_tree(repo_id, revision=sha, recursive=True)
         if isinstance(entry, RepoFile)
     ]
@@ -251,11 +257,17 @@ def fetch_hub(
     if not _SHA.fullmatch(sha):
         raise TransientError(f"{where} did not resolve {repo_id}@{revision} to a commit")
     with _hub_errors(api, repo_id, sha, where):
-        listing = _hub_listing(api, repo_id, sha)
+        hub_files = _hub_listing(api, repo_id, sha)
+    listing = [SourceFile(name=f.name, size=f.size) for f in hub_files]
     wanted = policy.check(listing)
-    with _hub_errors(api, repo_id, sha, where):
-        _download_pinned(repo_id, sha, wanted, dest, endpoint=endpoint, token=token)
+
+    def attempt() -> None:
+        with _hub_errors(api, repo_id, sha, where):
+            _download_pinned(repo_id, sha, wanted, dest, endpoint=endpoint, token=token)
+
+    download_resuming(attempt, where=where)
     shutil.rmtree(dest / ".cache", ignore_errors=True)  # the hub client's bookkeeping
+    verify_hub_files(dest, hub_files, where)
     check_fetched(dest, max_bytes=policy.max_bytes)
     return _snapshot(dest, sha, [f.name for f in listing])
 

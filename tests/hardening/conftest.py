@@ -1,9 +1,11 @@
 """Hostile submissions, served from a real hub mirror, S3 and local directories; and the
-recorder that turns the tests into the README's table of hostile inputs.
+recorder that turns the tests into the README's tables of hostile inputs, faults, races
+and loads.
 
-``pytest tests/hardening --hardening-report PATH`` writes one record per hostile case that
-passed — what was submitted, from where, the stage that refused it and the sentence the
-developer was given — and ``bench/hardening_table.py PATH`` prints the markdown table. The
+``pytest tests/hardening --hardening-report PATH`` writes one record per case that
+passed — its category, what was done and from where, the stage it hit, the outcome and
+what the developer was told (or, for a fault, what happened) — and
+``bench/hardening_table.py PATH`` prints one markdown table per category. The
 table is generated from assertions that held, so it cannot claim a refusal that did not
 happen. (The option exists when pytest starts in or below ``tests/hardening``; from
 elsewhere, set ``PADDOCK_HARDENING_REPORT=PATH`` instead.)
@@ -25,6 +27,7 @@ from paddock.config import reset_settings
 _RECORDS = pytest.StashKey[list[dict[str, Any]]]()
 _PASSED = pytest.StashKey[bool]()
 _ENV = "PADDOCK_HARDENING_REPORT"
+CATEGORIES = ("hostile input", "fault", "race", "load")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,7 +35,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--hardening-report",
         default=None,
         metavar="PATH",
-        help="write the hostile-input cases (kind, source, stage, reason) as JSON to PATH",
+        help="write the hardening cases (category, kind, source, stage, outcome, reason) as "
+        "JSON to PATH",
     )
 
 
@@ -61,16 +65,27 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @dataclass
 class Hardening:
-    """What one hostile test submitted and what happened to it."""
+    """What one hardening test did to paddock (a hostile input, a fault, a race, a load)
+    and what happened."""
 
     nodeid: str
     records: list[dict[str, Any]] = field(default_factory=list)
 
     def record(
-        self, *, kind: str, source: str, stage: str, reason: str, outcome: str = "refused"
+        self,
+        *,
+        kind: str,
+        source: str,
+        stage: str,
+        reason: str,
+        outcome: str = "refused",
+        category: str = "hostile input",
     ) -> None:
+        if category not in CATEGORIES:
+            raise ValueError(f"category {category!r} is not one of {CATEGORIES}")
         self.records.append(
             {
+                "category": category,
                 "kind": kind,
                 "source": source,
                 "stage": stage,
@@ -83,7 +98,7 @@ class Hardening:
 
 @pytest.fixture
 def hardening(request: pytest.FixtureRequest) -> Iterator[Hardening]:
-    """Record (kind, source, stage, reason) for the report, kept only if the test passed."""
+    """Record what a case did and what happened, kept only if the test passed."""
     recorder = Hardening(request.node.nodeid)
     yield recorder
     if request.node.stash.get(_PASSED, False):
