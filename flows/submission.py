@@ -1,9 +1,11 @@
 """One submission, all the way from its source to users.
 
 The flow body is the pipeline: each stage is a task (tasks/) that records itself and
-retries transient faults; the stress stage is a subflow. From upload on, a failure that
-survives its retries rolls the run back — the server stopped, the upload taken back — so
-a failed submission leaves nothing behind.
+retries transient faults; the stress stage is a subflow. The runtime checks run beside
+serialize, upload and deploy and are joined before warm-up (tasks/alongside.py: checks
+that fail stop the deploy). From upload on, a failure that survives its retries rolls the
+run back — the server stopped, the upload taken back — so a failed submission leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from prefect.events import emit_event
 
 from flows.stress import stress_test
 from paddock import crud, leases, lifecycle, timeline
-from paddock.errors import IllegalTransition
+from paddock.errors import IllegalTransition, Rejected
 from paddock.models import StageStatus, Status
+from tasks.alongside import Alongside
 from tasks.deploy import deploy
 from tasks.download import download
 from tasks.publish import publish
 from tasks.rollback import undone_on_failure
+from tasks.runtime import Referenced, discard_refused, runtime
 from tasks.sanity import sanity
 from tasks.serialize import serialize
 from tasks.upload import upload
@@ -44,18 +48,29 @@ def submission(submission_id: str) -> str:
     is refused before it touches anything (LeaseHeld names the run that has it).
     """
     with leases.held(submission_id):
+        checks: Alongside[Referenced] | None = None
         try:
             snapshot = download(submission_id)
             sanity(submission_id, snapshot)
-            bundle = serialize(submission_id, snapshot)
+            checks = Alongside(runtime, submission_id, snapshot)
+            bundle = checks.beside(serialize, submission_id, snapshot)
             with undone_on_failure(submission_id):
-                stored = upload(submission_id, bundle)
-                endpoint = deploy(submission_id, stored)
+                stored = checks.beside(upload, submission_id, bundle)
+                endpoint = checks.beside(deploy, submission_id, stored)
+                checks.join()  # warm-up's parity check needs the reference
                 warmup(submission_id, endpoint)
                 stress_test(submission_id, endpoint)
                 published = publish(submission_id, endpoint)
         except BaseException as exc:
-            _record_failure(submission_id, exc)
+            reason = _settled(submission_id, checks, exc)
+            _record_failure(
+                submission_id,
+                reason,
+                beside=checks.stage if checks else None,
+                beside_first=checks is not None and checks.failed_first,
+            )
+            if reason is not exc:
+                raise reason from exc
             raise
     report = timeline.build(submission_id)
     get_run_logger().info(
@@ -85,9 +100,32 @@ def _announce(submission_id: str, outcome: str, report: timeline.StatusReport) -
     )
 
 
-def _record_failure(submission_id: str, exc: BaseException) -> None:
+def _settled(
+    submission_id: str, checks: Alongside[Referenced] | None, exc: BaseException
+) -> BaseException:
+    """The failure to raise: the runtime checks' if they failed first (the main line's own
+    failure is then their doing, a deploy stopped for them), else ``exc``. The checks are
+    waited for either way, and a model they refused leaves nothing on disk."""
+    if checks is None:
+        return exc
+    failure = checks.settle()
+    if isinstance(failure, Rejected):
+        discard_refused(submission_id)
+    if checks.failed_first and failure is not None and isinstance(exc, Exception):
+        return failure
+    return exc
+
+
+def _record_failure(
+    submission_id: str, exc: BaseException, *, beside: str | None, beside_first: bool
+) -> None:
+    """Fail the submission with the reason a person needs: the last failed stage of the
+    side that failed first. ``beside`` names the stage run beside the main line; it is
+    the reason only when it failed first (it may also fail after the main line did)."""
     runs = crud.stage_runs(submission_id=submission_id)
     failed = [r for r in runs if r.status in (StageStatus.failed, StageStatus.rejected)]
+    if beside is not None:
+        failed = [r for r in failed if (r.stage == beside) == beside_first]
     last = failed[-1] if failed else None
     stage = last.stage if last else "pipeline"
     reason = (last.detail.get("error") if last else None) or f"{type(exc).__name__}: {exc}"
@@ -96,7 +134,10 @@ def _record_failure(submission_id: str, exc: BaseException) -> None:
     try:
         lifecycle.transition(submission_id, Status.failed, reason=reason, failed_stage=stage)
     except IllegalTransition:
-        return  # deactivated or torn down meanwhile: that status stands
+        sub = crud.require_submission(submission_id=submission_id)
+        if sub.status != Status.failed or sub.failed_stage != stage:
+            return  # deactivated or torn down meanwhile: that status stands
+        # the checks' watcher failed it already, to stop the deploy: still announce it
     _announce(submission_id, "failed", timeline.build(submission_id))
 
 

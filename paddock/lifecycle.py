@@ -37,12 +37,23 @@ class Stage:
     name: str
     status: Status  # the submission's status while the stage runs (publish: once it has)
     enters: bool = True  # False: the stage's own work is the status change (publish)
+    # The stages this one runs beside: it starts when the one before them has finished
+    # and is joined before the one after them. It never moves the status (they do), so
+    # the status order stays the one line below; `status` is where it starts from.
+    alongside: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.alongside and self.enters:
+            raise ValueError(f"stage {self.name} runs alongside others: it cannot enter a status")
 
 
-# The pipeline, in order: the one place the stage order is written.
+# The pipeline, in order: the one place the stage order is written. The runtime checks
+# (a load, a forward pass, the parity reference) need nothing the next three stages make
+# and they need nothing from it until warm-up, so they run beside them.
 STAGES: tuple[Stage, ...] = (
     Stage("download", Status.downloading),
     Stage("sanity", Status.checking),
+    Stage("runtime", Status.checking, enters=False, alongside=("serialize", "upload", "deploy")),
     Stage("serialize", Status.serializing),
     Stage("upload", Status.uploading),
     Stage("deploy", Status.deploying),
@@ -50,7 +61,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("stress", Status.stress_testing),
     Stage("publish", Status.deployed, enters=False),
 )
-PIPELINE: tuple[Status, ...] = (Status.submitted, *(s.status for s in STAGES))
+PIPELINE: tuple[Status, ...] = (Status.submitted, *(s.status for s in STAGES if not s.alongside))
 WORKING: tuple[Status, ...] = PIPELINE[1:-1]
 # Statuses no flow run moves on from by itself.
 SETTLED: frozenset[Status] = frozenset(Status) - {Status.submitted, *WORKING}

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC
 from typing import Any
 
-from paddock import crud, sla
+from paddock import crud, lifecycle, sla
 from paddock.config import get_settings
 from paddock.models import StageRun, StageStatus, utcnow
 
@@ -99,7 +99,11 @@ def build(submission_id: str) -> StatusReport:
     by_stage: dict[str, list[StageRun]] = {}
     for run in runs:
         by_stage.setdefault(run.stage, []).append(run)
-    stages = [_summarize(name, stage_runs) for name, stage_runs in by_stage.items()]
+    # In pipeline order, not the order rows were written: a stage run beside others (the
+    # runtime checks) may write its first row a moment after the stage that follows it.
+    order = {stage.name: i for i, stage in enumerate(lifecycle.STAGES)}
+    named = sorted(by_stage.items(), key=lambda item: order.get(item[0], len(order)))
+    stages = [_summarize(name, stage_runs) for name, stage_runs in named]
     if runs:
         first = min(r.started_at for r in runs)
         ends = [r.ended_at for r in runs if r.ended_at]

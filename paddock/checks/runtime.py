@@ -42,14 +42,22 @@ def check_finite(model_dir: Path) -> None:
         )
 
 
-def runtime_checks(model_dir: Path, *, max_new_tokens: int = 8) -> dict[str, Any]:
-    """Check values, load, run forward + greedy generation; returns the reference."""
+def runtime_checks(
+    model_dir: Path, *, max_new_tokens: int = 8, values_checked: bool = False
+) -> dict[str, Any]:
+    """Check values, load, run forward + greedy generation; returns the reference.
+
+    ``values_checked``: the caller ran `check_finite` already (the sanity stage does, so
+    that NaN weights are refused before anything is serialized); a second scan would read
+    every tensor again for nothing.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     from paddock.parity import reference_from_model
 
-    check_finite(model_dir)
+    if not values_checked:
+        check_finite(model_dir)
     try:
         loaded: Any = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=torch.float32, trust_remote_code=False, output_loading_info=True

@@ -90,10 +90,11 @@ def test_symlink_cannot_escape_allowed_dirs(s3: Any, paddock_home: Path, tiny_mo
     assert "outside the directories" in (report.reason or "")
 
 
-def test_local_source_under_allowed_dir_passes_download_and_sanity(
+def test_local_source_under_allowed_dir_passes_download_and_the_checks(
     paddock_home: Path, tiny_model: Path
 ) -> None:
     from tasks.download import download
+    from tasks.runtime import runtime
     from tasks.sanity import sanity
 
     src = paddock_home / "sources" / "tiny-copy"
@@ -102,9 +103,12 @@ def test_local_source_under_allowed_dir_passes_download_and_sanity(
 
     snapshot = download(sub.id)
     facts = sanity(sub.id, snapshot)
+    assert crud.require_submission(submission_id=sub.id).reference is None, "runtime's job"
+    referenced = runtime(sub.id, snapshot)
 
     assert snapshot.revision.startswith("sha256-")
     assert facts.architecture == "LlamaForCausalLM"
+    assert referenced.prompts == 3
     reference = crud.require_submission(submission_id=sub.id).reference
     assert reference and len(reference["prompts"]) == 3
     assert all(p["tokens"] for p in reference["prompts"])

@@ -59,7 +59,7 @@ def test_deploy_failure_rolls_back_then_a_rerun_resumes(s3: Any) -> None:
     report = timeline.build(sub.id)
     assert report.status == "deployed" and report.endpoint == endpoint
     by_name = {s.name: s for s in report.stages}
-    for name in ("download", "sanity", "serialize"):
+    for name in ("download", "sanity", "runtime", "serialize"):
         assert by_name[name].status == "skipped", f"{name} should not be redone"
     assert by_name["upload"].status == "succeeded"
     assert report.stress and report.stress["passed"] is True
@@ -76,6 +76,7 @@ def test_deploy_failure_rolls_back_then_a_rerun_resumes(s3: Any) -> None:
 
 def test_parity_mismatch_fails_warmup_and_removes_the_deployment(s3: Any) -> None:
     from tasks.download import download
+    from tasks.runtime import runtime
     from tasks.sanity import sanity
 
     sub = crud.create_submission(
@@ -83,6 +84,7 @@ def test_parity_mismatch_fails_warmup_and_removes_the_deployment(s3: Any) -> Non
     )
     snapshot = download(sub.id)
     sanity(sub.id, snapshot)
+    runtime(sub.id, snapshot)
     reference = crud.require_submission(submission_id=sub.id).reference
     assert reference is not None
     first = reference["prompts"][0]
@@ -113,6 +115,7 @@ def test_server_dying_during_warmup_reports_its_log_and_teardown_still_works() -
 
     from tasks.deploy import deploy
     from tasks.download import download
+    from tasks.runtime import runtime
     from tasks.sanity import sanity
     from tasks.serialize import serialize
     from tasks.upload import upload
@@ -123,6 +126,7 @@ def test_server_dying_during_warmup_reports_its_log_and_teardown_still_works() -
     )
     snapshot = download(sub.id)
     sanity(sub.id, snapshot)
+    runtime(sub.id, snapshot)
     stored = upload(sub.id, serialize(sub.id, snapshot))
     deployed = deploy(sub.id, stored)
     handle = crud.active_deployment(submission_id=sub.id).handle

@@ -53,6 +53,7 @@ PHONE = {"width": 390, "height": 844}
 STAGE_SECONDS = {
     "download": 14.2,
     "sanity": 4.1,
+    "runtime": 3.6,
     "serialize": 9.8,
     "upload": 6.4,
     "deploy": 38.5,
