@@ -41,6 +41,10 @@ _HOME = Path(tempfile.mkdtemp(prefix="bench-relay-"))
 os.environ["PADDOCK_HOME"] = str(_HOME)
 os.environ["PREFECT_HOME"] = str(_HOME / "prefect")
 os.environ.pop("PADDOCK_DATABASE_URL", None)
+# The rate limits guard a shared service from one client; this bench is one client on
+# purpose, measuring what the relay adds, so they are off.
+for _limit in ("SUBMISSIONS_PER_HOUR", "CHAT_PER_MINUTE", "STARTS_PER_MINUTE_PER_IP"):
+    os.environ[f"PADDOCK_RATE_{_limit}"] = "0"
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
