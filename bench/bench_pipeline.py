@@ -84,6 +84,8 @@ from paddock.testkit.smollm2 import prepare_smollm2  # noqa: E402
 from paddock.testkit.tiny_model import build_tiny_llama  # noqa: E402
 
 STAGES = [s.name for s in lifecycle.STAGES]
+# Stages that run beside others (off the critical path): timed, but not in the sum.
+ALONGSIDE = {s.name for s in lifecycle.STAGES if getattr(s, "alongside", ())}
 MODES = ("embedded", "stack")
 CACHE = Path(os.environ.get("PADDOCK_MODEL_CACHE", Path.home() / ".cache/paddock/models"))
 BUCKET = "bench"
@@ -196,11 +198,15 @@ def breakdown(
     step("cli", _db_time(created))
     for name, mark in marks:
         step(name, mark)
-    ordered = sorted(spans.items(), key=lambda kv: kv[1][0])
+    ordered = sorted(
+        ((n, span) for n, span in spans.items() if n not in ALONGSIDE), key=lambda kv: kv[1][0]
+    )
     step("to 1st stage", ordered[0][1][0])
     for stage, (start, end) in ordered:
+        # Includes any wait for a stage running alongside to be joined.
         step("between stages", start)
         step(stage, end)
+    beside = {n: (e - s).total_seconds() for n, (s, e) in spans.items() if n in ALONGSIDE}
     deploy: dict[str, float] = {}
     if "deploy" in spans and handles:
         handle = handles[-1]
@@ -212,7 +218,13 @@ def breakdown(
             lines = log.read_text(errors="replace").splitlines()
             prof = parse_startup(lines, started=spawned, ready=end)
             deploy.update(prof.parts)
-    return {"complete": True, "parts": parts, "deploy": deploy, "deployed_at": at}
+    return {
+        "complete": True,
+        "parts": parts,
+        "deploy": deploy,
+        "alongside": beside,
+        "deployed_at": at,
+    }
 
 
 # ----------------------------------------------------------------------------- modes
@@ -359,6 +371,23 @@ def _teardown_all(db_path: Path, env: dict[str, str], since: datetime) -> None:
         db.close()
     for sid in ids:
         _paddock("teardown", sid, env=env, timeout=180)
+    # A detached flow told to stop goes on writing to its home for a moment; wait for it
+    # (a second run of the flow would find the submission torn down and stop at once).
+    deadline = time.monotonic() + 60
+    while ids and time.monotonic() < deadline and _flow_alive(ids):
+        time.sleep(0.5)
+
+
+def _flow_alive(ids: list[str]) -> bool:
+    """Whether a flow process of one of these submissions still runs on this machine."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"flows.submission" in argv and any(i.encode() in argv for i in ids):
+            return True
+    return False
 
 
 def run_one(
@@ -400,6 +429,7 @@ def run_one(
                 wall_s=wall,
                 parts=clock["parts"],
                 deploy=clock["deploy"],
+                alongside=clock["alongside"],
                 after_deployed_s=exited - wall,
                 tensors_mb=_tensors_bytes(report) / 1e6,
             )
@@ -436,6 +466,10 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "after_deployed_s": _median([r["after_deployed_s"] for r in ok]),
         "parts": {n: _median([r["parts"].get(n, 0.0) for r in ok]) for n in names},
         "deploy": {n: _median([r["deploy"].get(n, 0.0) for r in ok]) for n in deploy_names},
+        "alongside": {
+            n: _median([r["alongside"][n] for r in ok if n in r["alongside"]])
+            for n in dict.fromkeys(n for r in ok for n in r["alongside"])
+        },
         "tensors_mb": _median([r["tensors_mb"] for r in ok]),
     }
 
@@ -486,6 +520,13 @@ def print_table(summaries: dict[str, dict[str, dict[str, Any]]], caption: str) -
             for sub in subs:
                 got = cells(lambda s, n=sub: s["deploy"].get(n))
                 table.add_row(f"  deploy: {sub}", *got, style="dim")
+    beside: list[str] = []
+    for by_mode in summaries.values():
+        for s in by_mode.values():
+            beside += [n for n in s["alongside"] if n not in beside]
+    for name in beside:
+        got = cells(lambda s, n=name: s["alongside"].get(n))
+        table.add_row(f"{name} (alongside; not in the sum)", *got, style="dim")
     table.add_row("sum of parts", *cells(lambda s: sum(s["parts"].values())))
     table.add_row("submit → deployed (wall)", *cells(lambda s: s["wall_s"]), style="bold")
     table.add_row("after deployed (flow end, exit)", *cells(lambda s: s["after_deployed_s"]))
@@ -589,6 +630,7 @@ def main() -> None:
     machine = f"{os.cpu_count()} cores, load average {load0[0]:.2f} → {load1[0]:.2f}"
     doc = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code": _code_version(),
         "store": args.store,
         "runs_per_cell": args.runs,
         "cpus": os.cpu_count(),
@@ -614,8 +656,25 @@ def main() -> None:
     up = f"; paddock up took {up_s:.1f} s (not counted)" if up_s is not None else ""
     print_table(
         summaries,
-        f"median of {args.runs} runs per cell; store {args.store}; {machine}{up}",
+        f"median of {args.runs} runs per cell; store {args.store}; {machine}{up}; "
+        f"code {doc['code']}",
     )
+
+
+def _code_version() -> str:
+    """The commit the flows ran from, and whether the checkout had other changes (runs
+    import the working tree, which other people may be editing)."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\n")
+    changed = [line[3:] for line in dirty if line.strip()]
+    return f"{head} + {len(changed)} modified files" if changed else head
 
 
 @contextmanager
