@@ -57,11 +57,12 @@ def _third_party_transient(exc: BaseException) -> bool:
         return exc.response.status_code in _RETRYABLE_STATUS
     try:
         from botocore.exceptions import ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
     except ImportError:  # pragma: no cover - boto3 is a dependency
         pass
     else:
-        if isinstance(exc, HTTPClientError):
-            return True
+        if isinstance(exc, HTTPClientError | BotoConnectionError):
+            return True  # a reset, a refused connection (EndpointConnectionError), a timeout
         if isinstance(exc, ClientError):
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)

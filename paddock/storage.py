@@ -7,8 +7,9 @@ re-run that finds the bundle in place has nothing to upload.
 
 The bundle's manifest (`paddock-bundle.json`) is written last and is the commit marker: a
 bundle without one is incomplete and is never served. S3 multipart uploads are themselves
-atomic (the object appears only on completion), and a failed upload deletes what it wrote,
-so no half-written object is left under a final key.
+atomic (the object appears only on completion), and a failed upload deletes what it wrote
+and aborts the multipart uploads it began (waiting out a short outage of the endpoint to
+do so), so no half-written object is left under a final key and no orphaned parts remain.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 
 from paddock.errors import PaddockError, TransientError
 from paddock.fsutil import replacing_dir
+from paddock.retry import RetryPolicy
 
 __all__ = [
     "MANIFEST",
@@ -142,6 +144,8 @@ class S3Store:
     """An S3 bucket/prefix (AWS or any S3-compatible endpoint) through boto3."""
 
     PART_SIZE = 16 * 1024 * 1024
+    MAX_ATTEMPTS = 5  # botocore's tries per request, before a part counts as failed
+    CLEANUP_RETRIES = 4  # waits of 1, 2, 4 and 8 s for the endpoint to come back
 
     def __init__(
         self,
@@ -165,7 +169,7 @@ class S3Store:
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret_access_key,
             region_name=region,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+            config=Config(retries={"max_attempts": self.MAX_ATTEMPTS, "mode": "standard"}),
         )
 
     def _key(self, digest: str, name: str = "") -> str:
@@ -208,10 +212,13 @@ class S3Store:
                 progress(done, total)
 
         written: list[str] = []
+        earlier: dict[str, set[str]] = {}  # multipart uploads of a key begun before ours
         try:
             for name, meta in manifest["files"].items():
                 key = self._key(digest, name)
                 written.append(key)
+                if meta["size"] >= self.PART_SIZE:
+                    earlier[key] = self._uploads(key)
                 self.client.upload_file(
                     str(local_dir / name),
                     self.bucket,
@@ -232,12 +239,37 @@ class S3Store:
                 ContentType="application/json",
             )
         except (BotoCoreError, ClientError, TransientError) as exc:
-            self._delete_keys(written)
-            raise TransientError(f"upload to s3://{self.bucket} failed: {exc}") from exc
+            left = self._clean_up(written, earlier)
+            raise TransientError(f"upload to s3://{self.bucket} failed: {exc}{left}") from exc
         except BaseException:
-            self._delete_keys(written)
+            self._clean_up(written, earlier)
             raise
         return _stored(self, manifest)
+
+    def _clean_up(self, keys: list[str], earlier: dict[str, set[str]]) -> str:
+        """Take back what a failed attempt wrote: its objects, and the multipart uploads
+        it began (their parts are stored, and billed, until aborted; the transfer
+        manager's own abort fails when the endpoint is the thing that went away). Waits
+        out a short outage under the retry policy; returns what could not be cleaned."""
+        policy = RetryPolicy(retries=self.CLEANUP_RETRIES, base_seconds=1.0, max_seconds=8.0)
+        try:
+            policy.call(lambda: self._abort_uploads(earlier), what="abort multipart uploads")
+            policy.call(lambda: self._delete_keys(keys), what="delete a failed upload")
+        except Exception as exc:  # the original failure is what the caller must see
+            return f" (and its clean-up failed too: {exc})"
+        return ""
+
+    def _uploads(self, key: str) -> set[str]:
+        listing = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+        return {u["UploadId"] for u in listing.get("Uploads", []) if u["Key"] == key}
+
+    def _abort_uploads(self, earlier: dict[str, set[str]]) -> None:
+        """Abort the multipart uploads this attempt began: those of its keys that were
+        not there before it (an identical bundle's upload, begun by another run under the
+        same content-addressed key, is that run's to finish)."""
+        for key, before in earlier.items():
+            for upload_id in self._uploads(key) - before:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
     def _verify(self, key: str, path: Path, meta: dict[str, Any]) -> None:
         """Compare the server's own SHA-256 (whole or per part) with the bytes we hold."""

@@ -56,6 +56,7 @@ class _Rule:
     status: int = 503
     after_up: int | None = None
     after_down: int | None = None
+    then_refuse: float = 0.0
 
     def matches(self, method: str, target: str) -> bool:
         return (
@@ -101,12 +102,22 @@ class FaultyProxy:
         after_up: int | None = None,
         after_down: int | None = None,
         times: int = 1,
+        then_refuse: float = 0.0,
     ) -> None:
         """Reset the next ``times`` matching requests' connections once that many bytes
-        went up (request body) or down (response) through them."""
+        went up (request body) or down (response) through them; with ``then_refuse``, the
+        endpoint then goes away (refuses connections) for that many seconds."""
         with self._lock:
             self._rules.append(
-                _Rule("cut", method, path, times, after_up=after_up, after_down=after_down)
+                _Rule(
+                    "cut",
+                    method,
+                    path,
+                    times,
+                    after_up=after_up,
+                    after_down=after_down,
+                    then_refuse=then_refuse,
+                )
             )
 
     def refuse(self, seconds: float) -> None:
@@ -221,6 +232,10 @@ class FaultyProxy:
                     return rule
         return None
 
+    def _after_cut(self, rule: _Rule) -> None:
+        if rule.then_refuse > 0:
+            self.refuse(rule.then_refuse)
+
     def _pipe(
         self, client: socket.socket, upstream: socket.socket, ex: Exchange, rule: _Rule | None
     ) -> None:
@@ -240,6 +255,7 @@ class FaultyProxy:
                         ex.bytes_up += keep
                         ex.fault = "cut"
                         cut.set()
+                        self._after_cut(rule)
                         _reset(client)
                         _reset(upstream)
                         return
@@ -261,6 +277,7 @@ class FaultyProxy:
                     client.sendall(data[:keep])
                     ex.bytes_down += keep
                     ex.fault = "cut"  # the body ends early: the client sees EOF mid-body
+                    self._after_cut(rule)
                     break
                 client.sendall(data)
                 ex.bytes_down += len(data)
