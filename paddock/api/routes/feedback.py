@@ -16,6 +16,7 @@ from paddock.api.chat_schemas import ConversationSamples, LeaderboardPublic, Sub
 from paddock.api.deps import CurrentDeveloper
 from paddock.api.routes.chat import RelayDep
 from paddock.api.schemas import ErrorPublic, ValidationErrorPublic
+from paddock.api.waking import WAKING, choose_or_retry_later
 
 __all__ = ["router"]
 
@@ -62,14 +63,12 @@ def read_leaderboard(developer: CurrentDeveloper) -> LeaderboardPublic:
     return feedback_views.leaderboard()
 
 
-@router.get(
-    "/route",
-    responses={503: {"model": ErrorPublic, "description": "no model can take a user now"}},
-)
+@router.get("/route", responses=WAKING)
 async def explain_route(
     developer: CurrentDeveloper,
     relay: RelayDep,
     mode: Annotated[Literal["beta", "arena"], Query()] = "beta",
 ) -> routing.RouteDecision:
-    """Where the router would send the next user, and why (nothing is started)."""
-    return await routing.choose(relay.client, mode=mode)
+    """Where the router would send the next user, and why (nothing is started; a parked
+    model is woken, and while it wakes the answer is a 503 with `Retry-After`)."""
+    return await choose_or_retry_later(relay.client, mode=mode)

@@ -40,6 +40,7 @@ from paddock.api.routes.chat import (
     sse,
 )
 from paddock.api.schemas import ErrorPublic, ValidationErrorPublic
+from paddock.api.waking import choose_or_retry_later, waking_503
 from paddock.conversations import Served, WrongMode
 from paddock.errors import NotFound, Rejected
 from paddock.models import Conversation, ConversationMode, new_id
@@ -188,6 +189,7 @@ def _prepare(
     "/chat/completions",
     responses={
         200: {"content": {"text/event-stream": {}, "application/json": {}}},
+        **waking_503("no model can take it right now, or the model stopped answering"),
         **RATE_LIMITED,
     },
 )
@@ -197,14 +199,15 @@ async def chat_completions(
     request: Request,
     conversation: Annotated[str | None, Header(alias=CONVERSATION_HEADER)] = None,
 ) -> Response:
-    """A chat completion, streamed (OpenAI chunks, then `[DONE]`) or whole."""
+    """A chat completion, streamed (OpenAI chunks, then `[DONE]`) or whole. With `auto`,
+    while the only models that could answer are waking up: a 503 with `Retry-After`."""
     decision = None
     if body.model == "auto" and not (conversation or body.user):
-        decision = await routing.choose(relay.client, mode="api")
+        decision = await choose_or_retry_later(relay.client, mode="api")
     elif body.model == "auto":
         found = await run_in_threadpool(_find, conversation, body.user)
         if found is None:
-            decision = await routing.choose(relay.client, mode="api")
+            decision = await choose_or_retry_later(relay.client, mode="api")
     cid, leg, store = await run_in_threadpool(
         _prepare, body, conversation, decision, limits_of(request), client_address(request)
     )
