@@ -61,6 +61,8 @@ def submission(submission_id: str) -> str:
                 warmup(submission_id, endpoint)
                 stress_test(submission_id, endpoint)
                 published = publish(submission_id, endpoint)
+        except leases.LeaseLost:
+            raise  # another run took the submission over: its status is that run's to set
         except BaseException as exc:
             reason = _settled(submission_id, checks, exc)
             _record_failure(

@@ -12,6 +12,7 @@ The split that matters is *who can fix it*:
     ├── ConfigurationError     an operator's setting is wrong: never retried
     │   └── ProfileError       a load profile or SLO that cannot be run
     ├── IllegalTransition      a status change the lifecycle does not allow
+    │   └── LeaseLost          another run took this run's lease: it must stop, touching nothing
     ├── NotFound               no such submission (or object)
     └── Unauthorized           no valid credentials for the API
 
@@ -37,6 +38,7 @@ __all__ = [
     "ConfigurationError",
     "ProfileError",
     "IllegalTransition",
+    "LeaseLost",
     "NotFound",
     "Unauthorized",
     "explain_validation",
@@ -85,6 +87,12 @@ class ProfileError(ConfigurationError):
 
 class IllegalTransition(PaddockError):
     """A status change the lifecycle does not allow (or another process got there first)."""
+
+
+class LeaseLost(IllegalTransition):
+    """Another run took over this run's submission (its lease went stale, or its holder
+    looked dead): this run stops at its next stage and leaves the submission, its upload
+    and its server to the new holder."""
 
 
 class NotFound(PaddockError):

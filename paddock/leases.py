@@ -25,16 +25,32 @@ from sqlmodel import col
 
 from paddock.config import get_settings
 from paddock.db import session_scope
-from paddock.errors import IllegalTransition
+from paddock.errors import IllegalTransition, LeaseLost
 from paddock.models import RunLease, utcnow
 
-__all__ = ["LeaseHeld", "acquire", "heartbeat", "release", "holder_of", "held", "new_holder"]
+__all__ = [
+    "LeaseHeld",
+    "LeaseLost",
+    "acquire",
+    "heartbeat",
+    "release",
+    "holder_of",
+    "held",
+    "new_holder",
+    "ensure_held",
+]
 
 log = logging.getLogger("paddock.leases")
 
 
 class LeaseHeld(IllegalTransition):
     """Another live run holds the submission; this one must not start."""
+
+
+# The leases this process holds (submission id -> holder), for the stages to check: a
+# run whose lease was taken over while it still lives must stop, not race the new holder.
+_HELD: dict[str, str] = {}
+_HELD_LOCK = threading.Lock()
 
 
 def new_holder() -> str:
@@ -155,6 +171,28 @@ def release(submission_id: str, holder: str) -> None:
         )
 
 
+def ensure_held(submission_id: str) -> None:
+    """Raise LeaseLost if this process holds the submission's lease no longer.
+
+    Called by every stage before it starts (``tasks/stage.py``): the heartbeat thread
+    finds a takeover within a third of the staleness limit, but only the run itself can
+    stop its work, and a stage boundary is where stopping leaves nothing half-done. A
+    stage run outside a leased flow (a test, a one-off call) has nothing to check.
+    """
+    with _HELD_LOCK:
+        holder = _HELD.get(submission_id)
+    if holder is None:
+        return
+    current = holder_of(submission_id)
+    if current is None or current.holder != holder:
+        taker = f"pid {current.pid} on {current.host}" if current else "nobody (it was released)"
+        raise LeaseLost(
+            f"submission {submission_id}: this run lost its lease to {taker} (it fell silent "
+            "for too long, or looked dead); it stops here and leaves the submission, its "
+            "upload and its server to that run"
+        )
+
+
 @contextmanager
 def held(submission_id: str) -> Iterator[str]:
     """Hold the lease for the block, refreshed by a thread while the stages work.
@@ -170,16 +208,24 @@ def held(submission_id: str) -> Iterator[str]:
         while not stop.wait(interval):
             try:
                 if not heartbeat(submission_id, holder):
-                    log.error("submission %s: this run lost its lease", submission_id)
+                    log.error(
+                        "submission %s: this run lost its lease; it stops at its next stage",
+                        submission_id,
+                    )
                     return
             except Exception as exc:  # a database blip: the next beat may get through
                 log.warning("submission %s: lease heartbeat failed: %s", submission_id, exc)
 
     thread = threading.Thread(target=beat, name=f"lease-{submission_id}", daemon=True)
     thread.start()
+    with _HELD_LOCK:
+        _HELD[submission_id] = holder
     try:
         yield holder
     finally:
+        with _HELD_LOCK:
+            if _HELD.get(submission_id) == holder:
+                del _HELD[submission_id]
         stop.set()
         thread.join(timeout=5)
         try:

@@ -16,6 +16,7 @@ from prefect import task
 
 from blocks import model_store
 from paddock import bundles, crud
+from paddock.errors import LeaseLost
 from paddock.serving import stop_serving
 
 __all__ = ["roll_back", "undone_on_failure"]
@@ -30,9 +31,12 @@ def roll_back(submission_id: str) -> None:
 
 @contextmanager
 def undone_on_failure(submission_id: str) -> Iterator[None]:
-    """Roll the submission back if the block raises; the failure still propagates."""
+    """Roll the submission back if the block raises; the failure still propagates. Not
+    when the run lost its lease: what it would undo is the new holder's."""
     try:
         yield
+    except LeaseLost:
+        raise  # the run that took the lease owns the server and the upload now
     except BaseException:
         roll_back(submission_id)
         raise

@@ -5,6 +5,7 @@ same signature that
 
   * skips itself when an earlier run of the flow finished it and its output is still
     valid (so re-running a flow resumes rather than redoes),
+  * stops a run whose lease another run took over (`LeaseLost`, never retried),
   * moves the submission to the stage's status through the lifecycle,
   * writes a timeline row per attempt (start, end, outcome, output or error),
   * retries what `paddock.retry.is_transient` calls transient, with the one retry policy
@@ -27,7 +28,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from prefect import Task
 
-from paddock import crud, lifecycle
+from paddock import crud, leases, lifecycle
 from paddock.contracts import Handoff
 from paddock.errors import IllegalTransition, PaddockError, Rejected
 from paddock.models import StageStatus
@@ -119,6 +120,7 @@ def _recorded(
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> H:
         submission_id = str(signature.bind(*args, **kwargs).arguments["submission_id"])
+        leases.ensure_held(submission_id)  # a run that lost its lease stops here
         prior = _valid_prior(submission_id, name, output_type, still_valid)
         if prior is not None:
             return prior

@@ -49,7 +49,7 @@ class Exchange:
 
 @dataclass
 class _Rule:
-    kind: str  # "status" | "cut"
+    kind: str  # "status" | "cut" | "hold"
     method: str | None
     path: str | None
     times: int
@@ -80,6 +80,8 @@ class FaultyProxy:
     _refusing_until: float = 0.0
     _stopped: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    holding: threading.Event = field(default_factory=threading.Event)
+    _released: threading.Event = field(default_factory=threading.Event)
 
     @property
     def endpoint(self) -> str:
@@ -120,6 +122,15 @@ class FaultyProxy:
                 )
             )
 
+    def hold(self, *, path: str | None = None, method: str | None = None) -> None:
+        """Keep the next matching request waiting (nothing forwarded) until ``release``;
+        ``holding`` is set once one waits — a test's cue that the client is mid-call."""
+        with self._lock:
+            self._rules.append(_Rule("hold", method, path, 1))
+
+    def release(self) -> None:
+        self._released.set()
+
     def refuse(self, seconds: float) -> None:
         """Close the listening socket: connections are refused for ``seconds``."""
         with self._lock:
@@ -148,6 +159,7 @@ class FaultyProxy:
 
     def stop(self) -> None:
         self._stopped.set()
+        self._released.set()
         with self._lock:
             listener, self._listener = self._listener, None
         if listener is not None:
@@ -206,6 +218,10 @@ class FaultyProxy:
             rule = self._take_rule(method, target)
             with self._lock:
                 self.exchanges.append(exchange)
+            if rule is not None and rule.kind == "hold":
+                exchange.fault = "held"
+                self.holding.set()
+                self._released.wait()
             if rule is not None and rule.kind == "status":
                 exchange.fault = str(rule.status)
                 client.sendall(
