@@ -9,7 +9,7 @@
     model name). Every request gets a prompt of its own (same length for both paths), so
     vLLM's prefix cache favours neither, and the two paths alternate in rounds so a busy
     machine's drift hits both alike.
-(b) Feedback writes per second: `conversations.end_with_feedback` from each number of
+(b) Feedback writes per second: `verdicts.end_with_feedback` from each number of
     ``--writers`` threads (default 1, 32, 128: one rater at a time, then bursts), on SQLite
     (goal >= 1,000/s) and, when the testkit finds PostgreSQL's binaries, on Postgres
     (goal >= 3,000/s). Concurrent ratings share a transaction (a group commit), so the
@@ -51,7 +51,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from paddock import conversations, crud  # noqa: E402
+from paddock import crud, verdicts  # noqa: E402
 from paddock.config import reset_settings  # noqa: E402
 from paddock.db import session_scope  # noqa: E402
 from paddock.models import Conversation, ConversationMode, Status, Submission  # noqa: E402
@@ -246,7 +246,7 @@ def feedback_rate(n: int, writers: int) -> float:
             ids.append(conv.id)
 
     def rate(cid: str) -> None:
-        conversations.end_with_feedback(
+        verdicts.end_with_feedback(
             conversation_id=cid, thumbs_up=True, text="quick and helpful, thanks"
         )
 
@@ -257,7 +257,7 @@ def feedback_rate(n: int, writers: int) -> float:
 
 
 def bench_feedback(args: argparse.Namespace) -> Table:
-    table = Table(title="feedback writes per second (conversations.end_with_feedback)")
+    table = Table(title="feedback writes per second (verdicts.end_with_feedback)")
     for col in ("database", "writers", "writes", "writes/s", "goal", "ratio to goal"):
         table.add_column(col, justify="right")
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from paddock import conversations, crud
+from paddock import conversations, crud, verdicts
 from paddock.db import session_scope
 from paddock.models import ConversationMode, StageRun, StageStatus, Submission, utcnow
 from tests.api.conftest import Api
@@ -53,7 +53,7 @@ def _conversation(submission_id: str, replies: list[dict[str, Any]], thumbs_up: 
         conversations.add_reply(
             conversation_id=conv.id, submission_id=submission_id, content="hi", **reply
         )
-    conversations.end_with_feedback(conversation_id=conv.id, thumbs_up=thumbs_up, text=None)
+    verdicts.end_with_feedback(conversation_id=conv.id, thumbs_up=thumbs_up, text=None)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from paddock import conversations as conv
-from paddock import crud
+from paddock import crud, verdicts
 from tests.chat.conftest import Deploy, events, fresh_policy
 from tests.chat.fakes import ChatFakeServer
 
@@ -132,7 +132,7 @@ def test_a_model_that_dies_is_left_out_until_it_answers_again(
         steady = deploy(steady_server.url, name="steady", age_s=100)
         for _ in range(2):  # steady has its ratings; the router prefers flaky
             c = conv.start_conversation(mode="beta", user_id="x", submission_id=steady.id)  # type: ignore[arg-type]
-            conv.end_with_feedback(conversation_id=c.id, thumbs_up=True, text=None)
+            verdicts.end_with_feedback(conversation_id=c.id, thumbs_up=True, text=None)
         cid = start(http)["conversation_id"]
         assert events(say(http, cid, "one"))[-1]["done"] is True
 

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from paddock import conversations as conv
+from paddock import verdicts
 from paddock.cli import app
 from paddock.config import reset_settings
 from paddock.db import session_scope
@@ -24,7 +25,7 @@ def rated(submission_id: str, up: bool, text: str | None = None) -> None:
     c = conv.start_conversation(
         mode=ConversationMode.beta, user_id="u", submission_id=submission_id
     )
-    conv.end_with_feedback(conversation_id=c.id, thumbs_up=up, text=text)
+    verdicts.end_with_feedback(conversation_id=c.id, thumbs_up=up, text=text)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from paddock import conversations as conv
-from paddock import crud
+from paddock import crud, verdicts
 from paddock.errors import IllegalTransition, NotFound
 from paddock.models import ConversationMode, Status
 from tests.chat.conftest import Deploy, set_status
@@ -58,10 +58,10 @@ def test_a_failed_reply_is_kept_but_not_shown_to_the_model(deploy: Deploy) -> No
 def test_feedback_twice_is_refused_and_counted_once(deploy: Deploy) -> None:
     sub = deploy("http://127.0.0.1:9")
     c = conv.start_conversation(mode=ConversationMode.beta, user_id="u", submission_id=sub.id)
-    fb = conv.end_with_feedback(conversation_id=c.id, thumbs_up=True, text="call 555-0100? no")
+    fb = verdicts.end_with_feedback(conversation_id=c.id, thumbs_up=True, text="call 555-0100? no")
     assert fb.id is not None
-    with pytest.raises(conv.AlreadyRated, match="already has its rating"):
-        conv.end_with_feedback(conversation_id=c.id, thumbs_up=False, text=None)
+    with pytest.raises(verdicts.AlreadyRated, match="already has its rating"):
+        verdicts.end_with_feedback(conversation_id=c.id, thumbs_up=False, text=None)
     assert conv.feedback_counts(submission_ids=[sub.id])[sub.id] == (1, 1, 0)
     with pytest.raises(IllegalTransition, match="has ended"):
         conv.add_user_message(conversation_id=c.id, content="still there?")
@@ -73,8 +73,8 @@ def test_racing_ratings_store_exactly_one(deploy: Deploy) -> None:
 
     def rate(up: bool) -> str:
         try:
-            conv.end_with_feedback(conversation_id=c.id, thumbs_up=up, text=None)
-        except conv.AlreadyRated:
+            verdicts.end_with_feedback(conversation_id=c.id, thumbs_up=up, text=None)
+        except verdicts.AlreadyRated:
             return "refused"
         return "stored"
 
@@ -90,16 +90,16 @@ def test_arena_is_voted_not_rated(deploy: Deploy) -> None:
         mode=ConversationMode.arena, user_id="u", submission_id=a.id, model_b_id=b.id
     )
     with pytest.raises(conv.WrongMode):
-        conv.end_with_feedback(conversation_id=c.id, thumbs_up=True, text=None)
-    battle = conv.record_battle(conversation_id=c.id, winner="model_b")
+        verdicts.end_with_feedback(conversation_id=c.id, thumbs_up=True, text=None)
+    battle = verdicts.record_battle(conversation_id=c.id, winner="model_b")
     assert (battle.model_a, battle.model_b, battle.winner) == (a.id, b.id, "model_b")
-    with pytest.raises(conv.AlreadyRated):
-        conv.record_battle(conversation_id=c.id, winner="tie")
+    with pytest.raises(verdicts.AlreadyRated):
+        verdicts.record_battle(conversation_id=c.id, winner="tie")
     counts = conv.feedback_counts(submission_ids=[a.id, b.id])
     assert counts == {a.id: (0, 0, 1), b.id: (0, 0, 1)}
     beta = conv.start_conversation(mode=ConversationMode.beta, user_id="u", submission_id=a.id)
     with pytest.raises(conv.WrongMode):
-        conv.record_battle(conversation_id=beta.id, winner="tie")
+        verdicts.record_battle(conversation_id=beta.id, winner="tie")
 
 
 def test_samples_are_consented_and_show_only_the_models_side(deploy: Deploy) -> None:
@@ -158,8 +158,8 @@ def test_a_burst_of_ratings_shares_transactions_and_each_caller_gets_its_own_ans
 
     def rate(ask: tuple[str, bool]) -> str:
         try:
-            fb = conv.end_with_feedback(conversation_id=ask[0], thumbs_up=ask[1], text="fine")
-        except conv.AlreadyRated:
+            fb = verdicts.end_with_feedback(conversation_id=ask[0], thumbs_up=ask[1], text="fine")
+        except verdicts.AlreadyRated:
             return "again"
         except NotFound:
             return "missing"

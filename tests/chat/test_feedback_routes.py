@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from paddock import conversations as conv
+from paddock import verdicts
 from paddock.db import session_scope
 from paddock.models import ConversationMode, LeaderboardSnapshot
 from tests.chat.conftest import Api, Deploy, make_dev
@@ -18,7 +19,9 @@ def talk(submission_id: str, *, consent: bool, up: bool | None, text: str = "hi"
     conv.add_user_message(conversation_id=c.id, content=text)
     conv.add_reply(conversation_id=c.id, submission_id=submission_id, content="hello", ttft_ms=4.0)
     if up is not None:
-        conv.end_with_feedback(conversation_id=c.id, thumbs_up=up, text="meh" if not up else None)
+        verdicts.end_with_feedback(
+            conversation_id=c.id, thumbs_up=up, text="meh" if not up else None
+        )
     return c.id
 
 

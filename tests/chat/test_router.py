@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from paddock import conversations as conv
+from paddock import verdicts
 from paddock.models import ConversationMode
 from paddock.router import NoModelAvailable, RouteDecision, RoutePolicy, choose
 from paddock.testkit.ports import free_port
@@ -31,7 +32,7 @@ def rate(submission_id: str, n: int) -> None:
         c = conv.start_conversation(
             mode=ConversationMode.beta, user_id="u", submission_id=submission_id
         )
-        conv.end_with_feedback(conversation_id=c.id, thumbs_up=True, text=None)
+        verdicts.end_with_feedback(conversation_id=c.id, thumbs_up=True, text=None)
 
 
 def test_fewest_ratings_win_and_the_newest_breaks_ties(

@@ -22,7 +22,7 @@ from kubernetes import client
 
 from deployments.kubernetes import KubernetesBackend
 from paddock import conversations as conv
-from paddock import crud, waking
+from paddock import crud, verdicts, waking
 from paddock.models import ConversationMode
 from paddock.router import ModelWaking, NoModelAvailable, RouteDecision, RoutePolicy, choose
 from tests.chat.conftest import Api, Deploy
@@ -117,7 +117,7 @@ def test_the_router_sends_users_elsewhere_and_wakes_the_parked_model_once(
     awake = deploy(fake.url, name="awake")
     for _ in range(3):  # the awake one has its ratings: the parked one needs them more
         c = conv.start_conversation(mode=ConversationMode.beta, user_id="u", submission_id=awake.id)
-        conv.end_with_feedback(conversation_id=c.id, thumbs_up=True, text=None)
+        verdicts.end_with_feedback(conversation_id=c.id, thumbs_up=True, text=None)
     sleeper = park(deploy, backend, fake.url, name="sleeper")
     name = deployment_name(sleeper)
     assert wakes(k8s, name) == []

@@ -10,7 +10,7 @@ from sqlmodel import select
 
 from flows.feedback import feedback
 from paddock import conversations as convs
-from paddock import crud, lifecycle
+from paddock import crud, lifecycle, verdicts
 from paddock.config import reset_settings
 from paddock.db import session_scope
 from paddock.feedback_views import leaderboard
@@ -31,7 +31,7 @@ def _chat(sid: str, user: str, replies: list[str], thumbs_up: bool, text: str | 
     for reply in replies:
         convs.add_user_message(conversation_id=conv.id, content="tell me more")
         convs.add_reply(conversation_id=conv.id, submission_id=sid, content=reply)
-    convs.end_with_feedback(conversation_id=conv.id, thumbs_up=thumbs_up, text=text)
+    verdicts.end_with_feedback(conversation_id=conv.id, thumbs_up=thumbs_up, text=text)
     return conv.id
 
 
@@ -56,7 +56,7 @@ def test_the_flow_categorizes_and_ranks(min_votes: int) -> None:
     arena = convs.start_conversation(
         mode=ConversationMode.arena, user_id="u6", submission_id=good, model_b_id=bad
     )
-    convs.record_battle(conversation_id=arena.id, winner="model_a")
+    verdicts.record_battle(conversation_id=arena.id, winner="model_a")
 
     snapshot_id = feedback()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from paddock import conversations, crud, lifecycle
+from paddock import conversations, crud, lifecycle, verdicts
 from paddock.db import session_scope
 from paddock.models import (
     ConversationMode,
@@ -51,7 +51,7 @@ def rated(submission_id: str, *, up: bool, text: str | None, category: str | Non
         latency_ms=300.0,
         output_tokens=7,
     )
-    fb = conversations.end_with_feedback(conversation_id=conv.id, thumbs_up=up, text=text)
+    fb = verdicts.end_with_feedback(conversation_id=conv.id, thumbs_up=up, text=text)
     if category:
         with session_scope() as session:
             row = session.get(Feedback, fb.id)

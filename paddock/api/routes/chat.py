@@ -34,7 +34,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from paddock import conversations, crud, privacy
+from paddock import conversations, crud, privacy, verdicts
 from paddock import router as routing
 from paddock.api.chat_schemas import (
     ConversationStarted,
@@ -521,7 +521,7 @@ async def regenerate(conversation_id: str, relay: RelayDep, request: Request) ->
 )
 def rate(conversation_id: str, body: FeedbackCreate) -> FeedbackPublic:
     """Thumbs up or down, with optional text; one per conversation, and it ends it."""
-    fb = conversations.end_with_feedback(
+    fb = verdicts.end_with_feedback(
         conversation_id=conversation_id, thumbs_up=body.thumbs_up, text=body.text
     )
     assert fb.id is not None
@@ -543,7 +543,7 @@ def rate(conversation_id: str, body: FeedbackCreate) -> FeedbackPublic:
 )
 def vote(conversation_id: str, body: VoteCreate) -> VotePublic:
     """The arena vote; only now are the two models named."""
-    battle = conversations.record_battle(conversation_id=conversation_id, winner=body.winner)
+    battle = verdicts.record_battle(conversation_id=conversation_id, winner=body.winner)
     return VotePublic(
         conversation_id=conversation_id,
         winner=body.winner,
