@@ -19,6 +19,7 @@ import uvicorn
 
 from paddock.testkit.ports import free_port
 from tests.chat.fakes import ChatFakeServer
+from tests.hardening.conftest import Hardening
 from tests.hardening.security_fixtures import (
     deploy_model,
     own_database,
@@ -68,7 +69,9 @@ def api(tmp_path: Path) -> Iterator[str]:
             thread.join(timeout=10)
 
 
-def test_fifty_conversations_at_once_each_rated_exactly_once(api: str) -> None:
+def test_fifty_conversations_at_once_each_rated_exactly_once(
+    api: str, hardening: Hardening
+) -> None:
     with ChatFakeServer(tokens=6, first_token_delay_s=0.02, token_delay_s=0.005) as fake:
         deploy_model(fake.url)
         run = asyncio.run(bench.run_users(api, 50, turns=1, ramp_s=0.2, repeat_every=5))
@@ -80,9 +83,22 @@ def test_fifty_conversations_at_once_each_rated_exactly_once(api: str) -> None:
     assert check.duplicates_sent == check.duplicates_refused == 10
     assert figures["ttft_ms"]["p99"] is not None
     assert figures["ttft_ms"]["p99"] <= figures["total_ms"]["p99"]
+    hardening.record(
+        category="load",
+        kind="50 conversations at once, 10 duplicate ratings",
+        source="api",
+        stage="chat",
+        outcome="all served",
+        reason=(
+            "50 answers, no errors; 50 ratings stored exactly once, 10 duplicates "
+            f"refused; TTFT p99 {figures['ttft_ms']['p99']:.0f} ms"
+        ),
+    )
 
 
-def test_a_failing_model_is_the_only_5xx_and_ratings_stay_exact(api: str) -> None:
+def test_a_failing_model_is_the_only_5xx_and_ratings_stay_exact(
+    api: str, hardening: Hardening
+) -> None:
     """A model answering every fourth request with a 500 is marked down: users then get
     503s naming the model as the problem, never paddock's own 5xx, and every rating that
     was accepted is stored once."""
@@ -95,3 +111,14 @@ def test_a_failing_model_is_the_only_5xx_and_ratings_stay_exact(api: str) -> Non
     assert "503 model down" in figures["errors"]  # the fault did show
     assert check.ok
     assert check.accepted > 0 and check.stored == check.accepted + check.unanswered_stored
+    hardening.record(
+        category="load",
+        kind="30 users, 2 turns, a model failing every 4th request",
+        source="api",
+        stage="chat",
+        outcome="503 model down",
+        reason=(
+            "the model is marked down: users get 503s naming it, never paddock's "
+            "own 5xx; every accepted rating stored once"
+        ),
+    )

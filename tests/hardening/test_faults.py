@@ -32,6 +32,7 @@ from paddock.testkit import postgres
 from tasks.deploy import deploy
 from tasks.rollback import undone_on_failure
 from tasks.stage import stage
+from tests.hardening.conftest import Hardening
 from tests.hardening.test_races import _NoRun, _race, serve_api
 from tests.utils.vllm import pid_alive
 
@@ -173,7 +174,7 @@ def _attempts(submission_id: str, name: str) -> list[StageStatus]:
 
 @pytest.mark.parametrize("stop", [submissions.teardown, submissions.deactivate])
 def test_a_stop_while_the_server_starts_wins_and_leaves_nothing_serving(
-    backend: SlowBackend, stop: Any
+    backend: SlowBackend, stop: Any, hardening: Hardening
 ) -> None:
     sid = _uploaded()
     outcome: list[BaseException | WarmedUp] = []
@@ -202,9 +203,22 @@ def test_a_stop_while_the_server_starts_wins_and_leaves_nothing_serving(
     assert len(backend.started) == 1, "no server may start after the stop"
     assert _attempts(sid, "deploy") == [StageStatus.failed], "a stop is not retried"
     assert _attempts(sid, "warmup") == []
+    hardening.record(
+        category="fault",
+        kind=f"{stop.__name__} while the server starts",
+        source="any",
+        stage="deploy",
+        outcome="stopped, not retried",
+        reason=(
+            "the stop ends the server; the deploy fails with the new status, "
+            "nothing left serving, no warm-up"
+        ),
+    )
 
 
-def test_a_run_that_finds_its_model_stopped_starts_no_server(backend: SlowBackend) -> None:
+def test_a_run_that_finds_its_model_stopped_starts_no_server(
+    backend: SlowBackend, hardening: Hardening
+) -> None:
     sid = _uploaded()
     submissions.teardown(submission_id=sid)
 
@@ -213,10 +227,18 @@ def test_a_run_that_finds_its_model_stopped_starts_no_server(backend: SlowBacken
 
     assert backend.started == []
     assert crud.require_submission(submission_id=sid).status == Status.torndown
+    hardening.record(
+        category="race",
+        kind="a run resumed after its model was torn down",
+        source="any",
+        stage="deploy",
+        outcome="refused",
+        reason="deploy cannot start: the submission is torndown; no server started",
+    )
 
 
 def test_a_model_vllm_refuses_is_rejected_with_its_reason_and_not_retried(
-    backend: SlowBackend,
+    backend: SlowBackend, hardening: Hardening
 ) -> None:
     sid = _uploaded()
     backend.log_tail = "\n".join(REFUSED_LOG.splitlines()[-60:])
@@ -228,9 +250,19 @@ def test_a_model_vllm_refuses_is_rejected_with_its_reason_and_not_retried(
     assert _attempts(sid, "deploy") == [StageStatus.rejected]  # retries=1, yet one attempt
     assert crud.active_deployment(submission_id=sid) is None
     assert all(proc.poll() is not None or not pid_alive(proc.pid) for proc in backend.started)
+    hardening.record(
+        category="fault",
+        kind="vLLM refuses the model (heads do not divide the hidden size)",
+        source="any",
+        stage="deploy",
+        outcome="rejected, not retried",
+        reason="the developer gets vLLM's own sentence; one attempt, nothing left running",
+    )
 
 
-def test_a_server_that_merely_died_is_still_retried(backend: SlowBackend) -> None:
+def test_a_server_that_merely_died_is_still_retried(
+    backend: SlowBackend, hardening: Hardening
+) -> None:
     sid = _uploaded()
     backend.log_tail = "Killed"
     backend.proceed.set()
@@ -239,6 +271,14 @@ def test_a_server_that_merely_died_is_still_retried(backend: SlowBackend) -> Non
         deploy_and_warm(sid, STORED)
 
     assert _attempts(sid, "deploy") == [StageStatus.failed, StageStatus.failed]
+    hardening.record(
+        category="fault",
+        kind="the model server dies while it starts (its log ends 'Killed')",
+        source="any",
+        stage="deploy",
+        outcome="retried",
+        reason="a death that is not a refusal is retried (2 attempts), then the run fails",
+    )
 
 
 # ------------------------------------------------------------------ the database goes away
@@ -267,7 +307,7 @@ def _resume(server: postgres.PostgresServer) -> None:
 
 
 def test_the_database_briefly_down_is_a_503_and_loses_no_accepted_write(
-    pg: postgres.PostgresServer, monkeypatch: pytest.MonkeyPatch
+    pg: postgres.PostgresServer, monkeypatch: pytest.MonkeyPatch, hardening: Hardening
 ) -> None:
     started: list[str] = []
 
@@ -301,10 +341,21 @@ def test_the_database_briefly_down_is_a_503_and_loses_no_accepted_write(
         assert again.status_code == 201, again.text
         assert client.get(f"/submissions/{accepted.json()['id']}").status_code == 200
     assert len(started) == 2
+    hardening.record(
+        category="fault",
+        kind="Postgres stopped under the API",
+        source="api",
+        stage="submit",
+        outcome="503",
+        reason=(
+            "requests during the outage answer 503 with Retry-After: 5; submissions "
+            "accepted before it are all there after"
+        ),
+    )
 
 
 def test_a_rating_accepted_before_the_database_went_down_is_still_there(
-    pg: postgres.PostgresServer,
+    pg: postgres.PostgresServer, hardening: Hardening
 ) -> None:
     """Ratings are group-committed: a caller is answered only once its batch committed,
     so a 201 before the outage is a stored rating, and one during it is a 503 to retry."""
@@ -337,13 +388,24 @@ def test_a_rating_accepted_before_the_database_went_down_is_still_there(
         assert sorted((f.conversation_id, f.thumbs_up) for f in stored) == sorted(
             [(before, True), (during, False)]
         )
+    hardening.record(
+        category="fault",
+        kind="Postgres stopped between two ratings",
+        source="api",
+        stage="chat",
+        outcome="503, then stored on retry",
+        reason=(
+            "a rating answered 201 before the outage is stored; one during it is a "
+            "503, and its retry is stored once"
+        ),
+    )
 
 
 # ------------------------------------------------------------------ the worker killed
 
 
 def test_a_worker_killed_mid_flow_resumes_from_its_last_finished_stage(
-    hub: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hub: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hardening: Hardening
 ) -> None:
     """SIGKILL the flow's process group during serialize; the next run (what `paddock run`
     starts) takes the dead worker's lease at once and skips what had finished. Its deploy
@@ -398,3 +460,11 @@ def test_a_worker_killed_mid_flow_resumes_from_its_last_finished_stage(
     finally:
         monkeypatch.undo()
         reset_settings()
+    hardening.record(
+        category="fault",
+        kind="the worker SIGKILLed during serialize",
+        source="hub",
+        stage="serialize",
+        outcome="resumed",
+        reason="the next run takes the dead worker's lease at once and skips download and sanity",
+    )

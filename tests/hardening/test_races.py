@@ -26,6 +26,7 @@ from paddock.dispatch import Run
 from paddock.models import RunLease, Status, Submission, utcnow
 from paddock.testkit import postgres
 from paddock.testkit.ports import free_port
+from tests.hardening.conftest import Hardening
 
 T = TypeVar("T")
 
@@ -121,7 +122,9 @@ def _new() -> str:
 # ------------------------------------------------------------------------------ leases
 
 
-def test_of_runs_racing_for_a_submission_exactly_one_holds_it(database: str) -> None:
+def test_of_runs_racing_for_a_submission_exactly_one_holds_it(
+    database: str, hardening: Hardening
+) -> None:
     sid = _new()
 
     holders, refused = _race(8, lambda i: leases.acquire(sid, holder=f"host-{i}:{100 + i}:x"))
@@ -133,9 +136,21 @@ def test_of_runs_racing_for_a_submission_exactly_one_holds_it(database: str) -> 
     # The refusal says who holds it and since when, for the person who ran the second one.
     message = str(refused[0])
     assert f"pid {lease.pid} on {lease.host}" in message and "since" in message
+    hardening.record(
+        category="race",
+        kind="8 runs of one submission at once",
+        source=database.split(":")[0].split("+")[0],
+        stage="lease",
+        outcome="one runs",
+        reason=(
+            "exactly one takes the lease; 7 are refused, naming the holder's pid, host and start"
+        ),
+    )
 
 
-def test_a_released_lease_can_be_taken_and_a_stale_one_taken_over(database: str) -> None:
+def test_a_released_lease_can_be_taken_and_a_stale_one_taken_over(
+    database: str, hardening: Hardening
+) -> None:
     sid = _new()
     first = leases.acquire(sid, holder="a:1:x")
     with pytest.raises(leases.LeaseHeld):
@@ -157,10 +172,18 @@ def test_a_released_lease_can_be_taken_and_a_stale_one_taken_over(database: str)
     assert not leases.heartbeat(sid, second), "the dead holder no longer holds it"
     leases.release(sid, second)  # releases nothing: it is not the holder's any more
     assert leases.holder_of(sid) is not None
+    hardening.record(
+        category="race",
+        kind="6 runs at once take over a stale lease",
+        source=database.split(":")[0].split("+")[0],
+        stage="lease",
+        outcome="one takes over",
+        reason="exactly one takes it over; the silent holder can neither heartbeat nor release it",
+    )
 
 
 def test_a_second_flow_of_a_held_submission_is_refused_and_changes_nothing(
-    prefect_harness: None,
+    prefect_harness: None, hardening: Hardening
 ) -> None:
     from flows.submission import submission
 
@@ -174,6 +197,14 @@ def test_a_second_flow_of_a_held_submission_is_refused_and_changes_nothing(
         assert crud.stage_runs(submission_id=sid) == []
     finally:
         leases.release(sid, holder)
+    hardening.record(
+        category="race",
+        kind="a second flow of a submission another run holds",
+        source="any",
+        stage="lease",
+        outcome="refused",
+        reason="LeaseHeld names the holder; no status change, no stage row",
+    )
 
 
 # ------------------------------------------------------------------------- idempotency
@@ -204,7 +235,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_identical_submissions_at_once_make_one_submission_and_one_run(
-    database: str, started: list[str]
+    database: str, started: list[str], hardening: Hardening
 ) -> None:
     draft = submissions.draft(
         developer="racer",
@@ -223,10 +254,18 @@ def test_identical_submissions_at_once_make_one_submission_and_one_run(
     with session_scope() as session:
         rows = session.exec(select(Submission).where(Submission.developer == "racer")).all()
     assert len(rows) == 1
+    hardening.record(
+        category="race",
+        kind="8 identical submissions at once",
+        source=database.split(":")[0].split("+")[0],
+        stage="submit",
+        outcome="one submission",
+        reason="one submission and one run; the other 7 join it",
+    )
 
 
 def test_a_different_part_or_an_ended_twin_makes_a_new_submission(
-    database: str, started: list[str]
+    database: str, started: list[str], hardening: Hardening
 ) -> None:
     base: dict[str, Any] = {"developer": "d2", "source": "org/twin", "revision": "v1"}
     first, _ = submissions.submit(submissions.draft(**base))
@@ -239,10 +278,18 @@ def test_a_different_part_or_an_ended_twin_makes_a_new_submission(
     newer, run = submissions.submit(submissions.draft(**base))
     assert newer.id != first.id and not isinstance(run, submissions.Joined)
     assert len(started) == 3
+    hardening.record(
+        category="race",
+        kind="a resubmission differing in one part, or after teardown",
+        source=database.split(":")[0].split("+")[0],
+        stage="submit",
+        outcome="new submission",
+        reason="a different part or an ended twin makes a new submission; a rename joins",
+    )
 
 
 def test_identical_posts_at_once_answer_one_201_and_the_rest_200(
-    tmp_path: Path, started: list[str]
+    tmp_path: Path, started: list[str], hardening: Hardening
 ) -> None:
     body = {"source": "org/posted-twin", "revision": "main", "generation_params": {}}
 
@@ -259,9 +306,19 @@ def test_identical_posts_at_once_answer_one_201_and_the_rest_200(
     assert codes == [200] * 5 + [201], [(a.status_code, a.json().get("id")) for a in answers]
     assert len({a.json()["id"] for a in answers}) == 1
     assert len(started) == 1
+    hardening.record(
+        category="race",
+        kind="6 identical POST /submissions at once",
+        source="api",
+        stage="submit",
+        outcome="one 201, five 200",
+        reason="one submission; every answer names it",
+    )
 
 
-def test_a_killed_worker_on_this_machine_does_not_lock_its_submission(database: str) -> None:
+def test_a_killed_worker_on_this_machine_does_not_lock_its_submission(
+    database: str, hardening: Hardening
+) -> None:
     """SIGKILL leaves the lease behind; a run on the same host sees its pid is gone and
     takes the lease at once, instead of waiting for it to go stale."""
     import signal
@@ -280,3 +337,11 @@ def test_a_killed_worker_on_this_machine_does_not_lock_its_submission(database: 
 
     lease = leases.holder_of(sid)
     assert lease is not None and lease.holder == holder
+    hardening.record(
+        category="race",
+        kind="a run after its worker was SIGKILLed",
+        source=database.split(":")[0].split("+")[0],
+        stage="lease",
+        outcome="taken over at once",
+        reason="the dead pid's lease is taken at once, not after it goes stale",
+    )
