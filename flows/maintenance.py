@@ -78,7 +78,8 @@ def _finish(name: str, outcomes: list[Outcome], dry_run: bool) -> list[dict[str,
 def cleanup(
     dry_run: bool = False, idle_hours: float | None = None, stuck_minutes: float | None = None
 ) -> list[dict[str, str]]:
-    """Stop what should not be served, make idle models inactive, fail stuck submissions.
+    """Stop what should not be served, park idle models (Kubernetes: scaled to zero, woken
+    on demand) or else make them inactive, fail stuck submissions.
 
     Unset limits come from the settings (PADDOCK_IDLE_HOURS, PADDOCK_STUCK_MINUTES).
     """

@@ -14,7 +14,7 @@ from datetime import datetime
 from paddock import lifecycle
 from paddock.models import Status
 
-__all__ = ["Kind", "Action", "Outcome", "STOPPED", "IN_PIPELINE", "span", "skip"]
+__all__ = ["Kind", "Action", "Outcome", "STOPPED", "IN_PIPELINE", "span", "skip", "moved_on"]
 
 # Statuses whose submission must not be served any more (the user or the flow said so).
 STOPPED: frozenset[Status] = frozenset({Status.failed, Status.inactive, Status.torndown})
@@ -26,6 +26,7 @@ class Kind(enum.StrEnum):
     stop = "stop"  # a failed, inactive or torn-down submission is still served
     reap = "reap"  # a deployment its (settled) submission no longer uses
     idle = "idle"  # deployed, nobody chatted for a while: made inactive
+    park = "park"  # idle too, on a backend that parks it: scaled to zero, still deployed
     expire = "expire"  # stuck in a working status: failed, with the stage named
     archive = "archive"  # an old bundle moved to the store's archive
     purge = "purge"  # an archived bundle past its grace period: deleted
@@ -40,7 +41,7 @@ class Action:
     deployment_id: int | None = None
     stage: str | None = None
     submissions: tuple[str, ...] = ()  # a bundle's users (archive, purge)
-    seen: datetime | None = None  # the latest activity the plan saw (idle, expire)
+    seen: datetime | None = None  # the latest activity the plan saw (idle, park, expire)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ class Outcome:
 
 def skip(action: Action, why: str) -> Outcome:
     return Outcome(action, f"skipped: {why}")
+
+
+def moved_on(action: Action, last: datetime | None) -> bool:
+    """Something happened after the activity the plan judged by (a chat, a stage)."""
+    return last is not None and action.seen is not None and last > action.seen
 
 
 def span(seconds: float) -> str:

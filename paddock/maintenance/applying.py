@@ -9,7 +9,7 @@ from paddock.storage import Store
 
 from .actions import Action, Kind, Outcome, skip
 from .archive import apply_archive, apply_purge
-from .cleanup import apply_expire, apply_idle, apply_stop
+from .cleanup import apply_expire, apply_idle, apply_park, apply_stop
 
 __all__ = ["apply", "apply_all"]
 
@@ -22,6 +22,8 @@ def apply(action: Action, *, store: Store | None = None) -> Outcome:
             return apply_stop(action)
         if action.kind is Kind.idle:
             return apply_idle(action)
+        if action.kind is Kind.park:
+            return apply_park(action)
         if action.kind is Kind.expire:
             return apply_expire(action)
         if store is None:

@@ -1,4 +1,5 @@
-"""The hourly cleanup: stop what must not be served, retire idle models, expire stuck runs.
+"""The hourly cleanup: stop what must not be served, park or retire idle models, expire
+stuck runs.
 
 Every status change goes through the lifecycle with the status the plan saw as
 `expect`, and each action that is done removes its own premise, so a second run finds
@@ -17,10 +18,18 @@ from paddock.errors import IllegalTransition
 from paddock.models import Deployment, StageStatus, Status
 from paddock.serving import stop_serving
 
-from .actions import IN_PIPELINE, STOPPED, Action, Kind, Outcome, skip, span
+from .actions import IN_PIPELINE, STOPPED, Action, Kind, Outcome, moved_on, skip, span
 from .facts import DeploymentFacts, SubmissionFacts, Tables, latest, read_one
+from .parking import park
 
-__all__ = ["CleanupPolicy", "plan_cleanup", "apply_stop", "apply_idle", "apply_expire"]
+__all__ = [
+    "CleanupPolicy",
+    "plan_cleanup",
+    "apply_stop",
+    "apply_idle",
+    "apply_park",
+    "apply_expire",
+]
 
 
 @dataclass(frozen=True)
@@ -66,9 +75,27 @@ def _serving(tables: Tables) -> dict[str, int]:
     return chosen
 
 
+def _idle(
+    sub: SubmissionFacts, serves: DeploymentFacts | None, reason: str, since: datetime
+) -> Action | None:
+    """Park an idle model where its backend can (one parked already needs nothing), else
+    make it inactive."""
+    if serves is None or not serves.parkable:
+        return Action(Kind.idle, sub.id, reason, expect=Status.deployed, seen=since)
+    if serves.parked:
+        return None
+    return Action(
+        Kind.park, sub.id, reason, expect=Status.deployed, deployment_id=serves.id, seen=since
+    )
+
+
 def plan_cleanup(tables: Tables, policy: CleanupPolicy, *, now: datetime) -> list[Action]:
+    """An idle model is parked where its backend can (it stays deployed, and the router
+    wakes it when users come back; one already parked needs nothing), else made inactive
+    and stopped."""
     actions: list[Action] = []
     serving = _serving(tables)
+    by_id = {d.id: d for d in tables.deployments}
     for dep in tables.deployments:
         sub = tables.submissions[dep.submission_id]
         if sub.status in STOPPED:
@@ -88,9 +115,9 @@ def plan_cleanup(tables: Tables, policy: CleanupPolicy, *, now: datetime) -> lis
             if now - since >= idle_for:
                 what = "no chat message" if sub.last_chat else "no chat message since deployed"
                 reason = f"idle: {what} for {span((now - since).total_seconds())}"
-                actions.append(
-                    Action(Kind.idle, sub.id, reason, expect=Status.deployed, seen=since)
-                )
+                idle = _idle(sub, by_id.get(serving.get(sub.id, -1)), reason, since)
+                if idle is not None:
+                    actions.append(idle)
         elif sub.status in IN_PIPELINE:
             since = latest(sub.last_stage, sub.updated_at) or sub.updated_at
             if now - since >= stuck_for:
@@ -138,16 +165,11 @@ def apply_stop(action: Action) -> Outcome:
     return Outcome(action, "done")
 
 
-def _moved_on(action: Action, last: datetime | None) -> bool:
-    """Something happened after the activity the plan judged by (a chat, a stage)."""
-    return last is not None and action.seen is not None and last > action.seen
-
-
 def apply_idle(action: Action) -> Outcome:
     sub = read_one(action.target)
     if sub is None:
         return skip(action, "the submission is gone")
-    if _moved_on(action, latest(sub.last_chat, sub.updated_at)):
+    if moved_on(action, latest(sub.last_chat, sub.updated_at)):
         return skip(action, "chatted with (or changed) since the plan")
     try:
         lifecycle.transition(sub.id, Status.inactive, reason=action.reason, expect=action.expect)
@@ -157,13 +179,33 @@ def apply_idle(action: Action) -> Outcome:
     return Outcome(action, "done")
 
 
+def apply_park(action: Action) -> Outcome:
+    """Scale the idle model's deployment to zero, its status left `deployed`: the router
+    keeps users from it and wakes it when one comes. Parked already: nothing to do."""
+    if action.deployment_id is None:
+        raise ValueError(f"a {action.kind} action names no deployment")
+    sub = read_one(action.target)
+    if sub is None:
+        return skip(action, "the submission is gone")
+    if sub.status is not action.expect:
+        return skip(action, f"the submission is {sub.status} now")
+    if moved_on(action, latest(sub.last_chat, sub.updated_at)):
+        return skip(action, "chatted with (or changed) since the plan")
+    dep = _deployment(action.deployment_id)
+    if dep is None or not dep.active:
+        return skip(action, "no longer served")
+    if not park(dep.backend, dep.handle):
+        return skip(action, "already parked (scaled to zero)")
+    return Outcome(action, "done")
+
+
 def apply_expire(action: Action) -> Outcome:
     """Fail the submission and stop what it serves; its bundle stays, so `paddock run`
     can resume it (the archive flow deals with the bundle later)."""
     sub = read_one(action.target)
     if sub is None:
         return skip(action, "the submission is gone")
-    if _moved_on(action, latest(sub.last_stage, sub.updated_at)):
+    if moved_on(action, latest(sub.last_stage, sub.updated_at)):
         return skip(action, "it made progress since the plan")
     try:
         lifecycle.transition(

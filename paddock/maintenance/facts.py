@@ -27,6 +27,8 @@ from paddock.models import (
 )
 from paddock.storage import Store
 
+from .parking import survey
+
 __all__ = [
     "SubmissionFacts",
     "DeploymentFacts",
@@ -60,6 +62,8 @@ class DeploymentFacts:
     backend: str
     endpoint: str | None
     created_at: datetime
+    parkable: bool = False  # its backend may scale it to zero (see `parking`)
+    parked: bool = False  # it is at zero replicas now
 
 
 @dataclass(frozen=True)
@@ -153,19 +157,14 @@ def _facts(
 
 
 def read_tables() -> Tables:
-    """Everything the planners decide on, read in one session."""
+    """Everything the planners decide on: the tables read in one session, then what the
+    backends say about parking the active deployments."""
     with session_scope() as session:
         chats = _chat_times(session)
         stages = _stage_times(session)
         subs = {s.id: _facts(s, chats, stages) for s in session.exec(select(Submission))}
-        deployments = [
-            DeploymentFacts(
-                id=d.id,
-                submission_id=d.submission_id,
-                backend=d.backend,
-                endpoint=d.endpoint,
-                created_at=_utc(d.created_at) or d.created_at,
-            )
+        rows = [
+            d
             for d in session.exec(
                 select(Deployment)
                 .where(col(Deployment.active).is_(True))
@@ -173,6 +172,21 @@ def read_tables() -> Tables:
             )
             if d.id is not None
         ]
+    # Backends are asked outside the session: an API call must not hold a transaction.
+    parking = survey((d.id, d.backend, d.handle) for d in rows if d.id is not None)
+    deployments = [
+        DeploymentFacts(
+            id=d.id,
+            submission_id=d.submission_id,
+            backend=d.backend,
+            endpoint=d.endpoint,
+            created_at=_utc(d.created_at) or d.created_at,
+            parkable=parking[d.id].parkable,
+            parked=parking[d.id].parked,
+        )
+        for d in rows
+        if d.id is not None
+    ]
     return Tables(submissions=subs, deployments=deployments)
 
 
