@@ -62,6 +62,8 @@ def submission(submission_id: str) -> str:
                 stress_test(submission_id, endpoint)
                 published = publish(submission_id, endpoint)
         except leases.LeaseLost:
+            if checks is not None:
+                checks.settle()  # waited for, not undone: the work dir is the new run's
             raise  # another run took the submission over: its status is that run's to set
         except BaseException as exc:
             reason = _settled(submission_id, checks, exc)

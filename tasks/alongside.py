@@ -26,7 +26,7 @@ from prefect.futures import PrefectFuture
 
 from paddock import crud, lifecycle
 from paddock.contracts import Handoff, Snapshot
-from paddock.errors import IllegalTransition
+from paddock.errors import IllegalTransition, LeaseLost
 from paddock.models import StageStatus, Status
 from paddock.serving import stop_serving
 
@@ -103,6 +103,8 @@ class Alongside(Generic[H]):
         self._ended.set()
         try:
             future.result()
+        except LeaseLost:
+            return  # another run took the submission over; the main line stops at its next stage
         except BaseException:
             with self._lock:
                 if self._first is not None:

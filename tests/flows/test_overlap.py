@@ -360,10 +360,12 @@ def test_checks_that_fail_before_deploy_starts_keep_it_from_starting(
     real_serialize = flow_module.serialize
 
     def serialize_once_checked(submission_id: str, snapshot: Snapshot) -> Bundle:
-        """The real serialize, once the checks have ended: they fail while it runs."""
+        """The real serialize, once the failed checks have failed the submission: the
+        narrowest race there is — the stage starts after the failure, from `failed` (as a
+        resumed run's stage would), and the flow must still stop before the next one."""
         deadline = time.monotonic() + 120
-        while not any(r.ended_at for r in _rows(submission_id, "runtime")):
-            assert time.monotonic() < deadline, "the checks never ended"
+        while crud.require_submission(submission_id=submission_id).status != Status.failed:
+            assert time.monotonic() < deadline, "the checks never failed the submission"
             time.sleep(0.02)
         return real_serialize(submission_id, snapshot)
 
