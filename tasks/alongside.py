@@ -8,9 +8,14 @@ that as safe as running them in turn:
   * Checks that fail stop the main line. The watcher moves the submission to `failed` —
     a deploy in progress sees that and stops its server, as it does when a developer
     stops a model — and stops any server already recorded. The flow then finds the
-    failure before its next stage and rolls the run back.
+    failure before its next stage and rolls the run back. (A stage that starts in the
+    instant between is not refused — `failed` may resume — so the flow joins the checks
+    again before warm-up, and the rollback stops whatever that stage started.)
   * Whichever side fails first owns the failure. The deploy that stopped because the
     checks failed is not the reason; nor are checks that fail after deploy already did.
+
+Checks that stop because another run took the lease (`LeaseLost`) stop nothing: the
+submission, its server and its upload are that run's now.
 """
 
 from __future__ import annotations
