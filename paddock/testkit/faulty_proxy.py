@@ -18,6 +18,8 @@ counted per request, so a test can tell a resumed download from one fetched twic
         proxy.answer(503, path="model.safetensors", times=2)     # then two 503s
         ...
         proxy.refuse(seconds=5)                                  # nothing listens
+        proxy.hold(path="model.tensors"); proxy.holding.wait()   # a client is mid-call
+        proxy.release()
 """
 
 from __future__ import annotations
