@@ -17,7 +17,8 @@ from paddock.api.schemas import StatusPublic
 from paddock.db import session_scope
 from paddock.errors import NotFound
 from paddock.models import SlaRecord, StageStatus, Status, utcnow
-from paddock.stack import BREACH_AUTOMATION, NOTIFY_AUTOMATION, automation_specs
+from paddock.stack import BREACH_AUTOMATION, NOTIFY_AUTOMATION
+from paddock.stack.automations import automation_specs
 
 
 def _submission() -> str:

@@ -1,0 +1,105 @@
+"""What `up` registers inside Prefect beside the automations: the `paddock` process work
+pool, the deployments of prefect.yaml, and the check that the worker reached the server.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from .layout import DEPLOYMENT, POOL, REPO, WORKER, StackError, Urls
+from .processes import Part, tail
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
+
+__all__ = ["prefect_client", "ensure_pool", "deploy", "wait_worker"]
+
+
+@contextmanager
+def prefect_client(url: Urls) -> Iterator[SyncPrefectClient]:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url.prefect_api}):
+        with get_client(sync_client=True) as client:
+            yield client
+
+
+def ensure_pool(client: SyncPrefectClient) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    try:
+        client.read_work_pool(POOL)
+    except ObjectNotFound:
+        template = ProcessWorker.get_default_base_job_template()
+        client.create_work_pool(
+            WorkPoolCreate(name=POOL, type="process", base_job_template=template)
+        )
+
+
+def deploy(env: dict[str, str], logs: Path, client: SyncPrefectClient) -> tuple[list[str], str]:
+    """`prefect deploy --all` over prefect.yaml: every deployment, ours and others'.
+
+    Returns the deployments now registered and a warning when some could not be: the
+    submission deployment is the one `up` cannot do without.
+    """
+    from prefect.exceptions import ObjectNotFound
+
+    log = logs / "deploy.log"
+    with log.open("ab") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=REPO,
+            timeout=600,
+        )
+    names = _deployments(client)
+    try:
+        client.read_deployment_by_name(DEPLOYMENT)
+    except ObjectNotFound:
+        raise StackError(
+            f"`prefect deploy --all` did not register {DEPLOYMENT}; see {log}"
+        ) from None
+    warning = ""
+    if done.returncode != 0:
+        warning = f"`prefect deploy --all` failed part-way (see {log}): {tail(str(log), 2)}"
+    return names, warning
+
+
+def _deployments(client: SyncPrefectClient) -> list[str]:
+    """`flow/deployment` for every deployment the server has."""
+    flows: dict[UUID, str] = {}
+    names = []
+    for deployment in client.read_deployments():
+        if deployment.flow_id not in flows:
+            flows[deployment.flow_id] = client.read_flow(deployment.flow_id).name
+        names.append(f"{flows[deployment.flow_id]}/{deployment.name}")
+    return sorted(names)
+
+
+def wait_worker(client: SyncPrefectClient, part: Part, since: float, timeout: float) -> None:
+    """Until the worker has said hello to the server after `since` (a Unix time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not part.alive():
+            raise StackError(
+                f"the worker exited while starting; its log {part.log} ends: {tail(part.log)}"
+            )
+        for worker in client.read_workers_for_work_pool(POOL):
+            beat = worker.last_heartbeat_time
+            if worker.name == WORKER and beat is not None and beat.timestamp() >= since - 1:
+                return
+        time.sleep(0.5)
+    raise StackError(f"the worker did not reach the server within {timeout:.0f} s; see {part.log}")
