@@ -14,9 +14,11 @@ to developers by `GET /route` and `paddock route --explain`. A user is told only
 is the developers' business, and in an arena would give the anonymous pair away.
 
 A model its backend has parked at zero replicas (idle, on Kubernetes) is asleep: never
-chosen, since its user would wait out a cold start, but woken (once; `paddock.waking`)
-so it serves again shortly. When every model that could take the conversation is asleep
-or waking, the caller gets `ModelWaking`, a 503 with a Retry-After, instead of a hang.
+chosen, since its user would wait out a cold start. When the ranking would have given it
+users, it is woken (once; `paddock.waking`) so it serves again shortly; ranked below the
+models that take the traffic, it stays asleep. When every model that could take the
+conversation is asleep or waking, the caller gets `ModelWaking`, a 503 with a
+Retry-After, instead of a hang.
 """
 
 from __future__ import annotations
@@ -147,18 +149,30 @@ async def _health(
     return out, waking_ids
 
 
-async def _wake_parked(
-    served: list[Served], waker: waking.Waker
+async def _wake_wanted(
+    ranked: list[Served],
+    parked: dict[str, waking.Parked],
+    in_reach: set[str],
+    wanted: int,
+    waker: waking.Waker,
 ) -> tuple[dict[str, tuple[bool, str]], set[str]]:
-    """The parked models, out of the choice, each woken unless it already is."""
-    ids = [s.submission.id for s in served]
-    parked = await asyncio.to_thread(waker.parked, ids)
+    """Wake the parked models this choice would have given users, and only those.
+
+    ``ranked`` is best first by need and age alone; the first ``wanted`` of the models in
+    reach (healthy, waking, or parked) are the ones users would get. A parked one among
+    them is woken — users need it — while a parked model ranked below stays asleep, so
+    parking idle models holds while the others take the traffic.
+    """
     out: dict[str, tuple[bool, str]] = {}
     waking_ids: set[str] = set()
-    for sid, model in parked.items():
-        is_waking, why = await asyncio.to_thread(waker.wake, model)
-        if why == "no longer parked":
+    wanted_ids = [s.submission.id for s in ranked if s.submission.id in in_reach][:wanted]
+    for sid in parked:
+        if sid not in wanted_ids:
+            out[sid] = (False, "asleep (scaled to zero); left asleep: others rank first")
             continue
+        is_waking, why = await asyncio.to_thread(waker.wake, parked[sid])
+        if why == "no longer parked":  # woken by someone else since we looked
+            why = "no longer parked (woken elsewhere); probed at the next choice"
         out[sid] = (False, why)
         if is_waking:
             waking_ids.add(sid)
@@ -177,33 +191,42 @@ async def choose(
     policy = policy or RoutePolicy.from_settings()
     waker = waker or waking.default_waker(policy.reprobe_s)
     served = await asyncio.to_thread(conversations.served_models)
-    asleep, woken = await _wake_parked(served, waker)
-    awake = [s for s in served if s.submission.id not in asleep]
-    health, still_waking = await _health(client, awake, policy)
-    health.update(asleep)
-    waking_ids = woken | still_waking
     ids = [s.submission.id for s in served]
+    parked = await asyncio.to_thread(waker.parked, ids)
+    awake = [s for s in served if s.submission.id not in parked]
+    health, still_waking = await _health(client, awake, policy)
     counts = await asyncio.to_thread(conversations.feedback_counts, submission_ids=ids)
     now = utcnow()
+    wanted = 2 if mode == "arena" else 1
+
+    def needed(s: Served) -> int:
+        total, _ups, votes = counts[s.submission.id]
+        return max(policy.target_feedback - (total + votes), 0)
+
+    def created(s: Served) -> datetime:
+        return s.submission.created_at.replace(tzinfo=s.submission.created_at.tzinfo or UTC)
+
+    ranked = sorted(served, key=lambda s: (-needed(s), now - created(s), s.submission.id))
+    in_reach = {sid for sid, (up, _) in health.items() if up} | still_waking | set(parked)
+    asleep, woken = await _wake_wanted(ranked, parked, in_reach, wanted, waker)
+    health.update(asleep)
+    waking_ids = woken | still_waking
     candidates = []
     for s in served:
         total, _ups, votes = counts[s.submission.id]
-        ratings = total + votes
-        created = s.submission.created_at.replace(tzinfo=s.submission.created_at.tzinfo or UTC)
         is_up, why = health[s.submission.id]
         candidates.append(
             Candidate(
                 submission_id=s.submission.id,
                 name=s.submission.display_name,
-                ratings=ratings,
-                needed=max(policy.target_feedback - ratings, 0),
-                age_s=round((now - created).total_seconds(), 3),
+                ratings=total + votes,
+                needed=needed(s),
+                age_s=round((now - created(s)).total_seconds(), 3),
                 healthy=is_up,
                 health=why,
             )
         )
     candidates.sort(key=_rank_key)
-    wanted = 2 if mode == "arena" else 1
     healthy = [c for c in candidates if c.healthy]
     if len(healthy) < wanted:
         down = len(candidates) - len(healthy)

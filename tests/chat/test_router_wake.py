@@ -141,6 +141,35 @@ def test_the_router_sends_users_elsewhere_and_wakes_the_parked_model_once(
     assert conv.health_of(submission_ids=[sleeper])[sleeper].healthy
 
 
+def test_a_parked_model_the_ranking_passes_over_stays_asleep(
+    deploy: Deploy,
+    fake: ChatFakeServer,
+    backend: KubernetesBackend,
+    k8s: KmockThread,
+    waker: waking.Waker,
+) -> None:
+    """Parking must hold while others take the traffic: a parked model that already has
+    its ratings ranks below the new one, so routing users to the new one wakes nothing."""
+    sleeper = park(deploy, backend, fake.url, name="sleeper")
+    for _ in range(3):
+        c = conv.start_conversation(mode=ConversationMode.beta, user_id="u", submission_id=sleeper)
+        verdicts.end_with_feedback(conversation_id=c.id, thumbs_up=True, text=None)
+    fresh = deploy(fake.url, name="fresh")
+
+    for _ in range(3):
+        decision = route(waker)
+        assert decision.chosen == [fresh.id]
+        health = {c.name: c.health for c in decision.candidates}
+        assert health["sleeper"] == "asleep (scaled to zero); left asleep: others rank first"
+    assert wakes(k8s, deployment_name(sleeper)) == []
+    assert replicas(backend, sleeper) == 0
+
+    # An arena needs two: now the sleeper is among the models users would get, so woken.
+    with pytest.raises(ModelWaking):
+        route(waker, mode="arena")
+    assert len(wakes(k8s, deployment_name(sleeper))) == 1
+
+
 def test_a_parked_model_alone_is_a_503_style_answer_and_woken_once(
     deploy: Deploy,
     backend: KubernetesBackend,

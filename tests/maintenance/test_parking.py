@@ -14,9 +14,9 @@ import pytest
 from prefect.artifacts import Artifact
 
 from deployments.kubernetes import KubernetesBackend
-from paddock import crud, maintenance, waking
+from paddock import conversations, crud, maintenance, verdicts, waking
 from paddock.maintenance import parking
-from paddock.models import Status, utcnow
+from paddock.models import ConversationMode, Status, utcnow
 from tests.chat.test_router_wake import (  # noqa: F401 — fixtures
     backend,
     deployment_name,
@@ -108,7 +108,13 @@ def test_an_idle_kubernetes_model_is_parked_once_and_the_router_wakes_it(
     assert outcome.result == "skipped: already parked (scaled to zero)"
     assert replicas(kube, sleeper) == 0
 
-    # The router keeps users from it and wakes it: one scale request, back to its floor.
+    # The router keeps users from it and, once the ranking would give it users (busy has
+    # its ratings, the sleeper none), wakes it: one scale request, back to its floor.
+    for _ in range(3):
+        c = conversations.start_conversation(
+            mode=ConversationMode.beta, user_id="u", submission_id=busy
+        )
+        verdicts.end_with_feedback(conversation_id=c.id, thumbs_up=True, text=None)
     waker = waking.Waker(opener=lambda name: kube if name == "kubernetes" else None, cache_s=0)
     decision = route(waker)
     assert decision.chosen == [busy]
