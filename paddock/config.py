@@ -82,7 +82,8 @@ class Settings(BaseSettings):
     # A Prefect notification block ("slack-webhook/on-call") told of every SLA breach.
     sla_notify_block: str | None = None
     # Maintenance (flows/maintenance.py). Cleanup, hourly: a deployed model nobody has
-    # chatted with for `idle_hours` is made inactive; a submission whose stages have shown
+    # chatted with for `idle_hours` is parked at zero replicas where its backend can
+    # (Kubernetes, min_replicas 0) and made inactive otherwise; a submission whose stages have shown
     # no activity for `stuck_minutes` is failed. Archive, daily: per (developer, display
     # name) the newest `keep_bundles` bundles stay; older ones go to the store's archive
     # and are deleted `archive_grace_days` later.
