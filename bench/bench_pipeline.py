@@ -527,7 +527,9 @@ def print_table(summaries: dict[str, dict[str, dict[str, Any]]], caption: str) -
     for name in beside:
         got = cells(lambda s, n=name: s["alongside"].get(n))
         table.add_row(f"{name} (alongside; not in the sum)", *got, style="dim")
-    table.add_row("sum of parts", *cells(lambda s: sum(s["parts"].values())))
+    # Each run's parts add up to its wall time; the medians of the parts need not add up
+    # to the median of the walls.
+    table.add_row("sum of the parts' medians", *cells(lambda s: sum(s["parts"].values())))
     table.add_row("submit → deployed (wall)", *cells(lambda s: s["wall_s"]), style="bold")
     table.add_row("after deployed (flow end, exit)", *cells(lambda s: s["after_deployed_s"]))
     table.add_row(
@@ -572,6 +574,7 @@ def main() -> None:
         repo: {mode: [] for mode in modes} for repo, _ in models
     }
     load0 = os.getloadavg()
+    code0 = _code_version()
     began = time.monotonic()
     up_s: float | None = None
     with (
@@ -630,7 +633,7 @@ def main() -> None:
     machine = f"{os.cpu_count()} cores, load average {load0[0]:.2f} → {load1[0]:.2f}"
     doc = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "code": _code_version(),
+        "code": code0 if code0 == (code1 := _code_version()) else f"{code0} → {code1}",
         "store": args.store,
         "runs_per_cell": args.runs,
         "cpus": os.cpu_count(),
