@@ -30,9 +30,9 @@ from typing import Any
 
 import httpx
 
-from paddock import conversations
+from paddock import availability
+from paddock.availability import Served
 from paddock.config import get_settings
-from paddock.conversations import Served
 from paddock.errors import EndpointDown, Rejected
 from paddock.prompting import ModelRequest
 
@@ -216,7 +216,7 @@ def _data_of(event: bytes) -> bytes | None:
 async def _mark_down(served: Served, why: str) -> None:
     sid = served.submission.id
     log.warning("model %s at %s marked down: %s", sid, served.endpoint, why)
-    await asyncio.to_thread(conversations.mark_down, submission_id=sid, error=why)
+    await asyncio.to_thread(availability.mark_down, submission_id=sid, error=why)
 
 
 class Relay:

@@ -31,9 +31,9 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from paddock import conversations, waking
+from paddock import availability, conversations, waking
+from paddock.availability import Served
 from paddock.config import get_settings
-from paddock.conversations import Served
 from paddock.errors import TransientError
 from paddock.models import utcnow
 
@@ -116,7 +116,7 @@ async def _health(
 ) -> tuple[dict[str, tuple[bool, str]], set[str]]:
     """Each model's (healthy, why), and which of the down ones are waking up."""
     ids = [s.submission.id for s in served]
-    rows = await asyncio.to_thread(conversations.health_of, submission_ids=ids)
+    rows = await asyncio.to_thread(availability.health_of, submission_ids=ids)
     now = utcnow()
     out: dict[str, tuple[bool, str]] = {}
     waking_ids = {
@@ -139,12 +139,12 @@ async def _health(
     for s, problem in zip(to_probe, results, strict=True):
         sid = s.submission.id
         if problem is None:
-            await asyncio.to_thread(conversations.mark_up, submission_id=sid)
+            await asyncio.to_thread(availability.mark_up, submission_id=sid)
             out[sid] = (True, "recovered (probe answered)")
             waking_ids.discard(sid)
         else:
             error = rows[sid].error or "down"
-            await asyncio.to_thread(conversations.mark_down, submission_id=sid, error=error)
+            await asyncio.to_thread(availability.mark_down, submission_id=sid, error=error)
             out[sid] = (False, f"down: {error}; {problem}")
     return out, waking_ids
 
@@ -190,7 +190,7 @@ async def choose(
     (ModelWaking when a model that could take it is waking up)."""
     policy = policy or RoutePolicy.from_settings()
     waker = waker or waking.default_waker(policy.reprobe_s)
-    served = await asyncio.to_thread(conversations.served_models)
+    served = await asyncio.to_thread(availability.served_models)
     ids = [s.submission.id for s in served]
     parked = await asyncio.to_thread(waker.parked, ids)
     awake = [s for s in served if s.submission.id not in parked]

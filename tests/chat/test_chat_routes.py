@@ -7,8 +7,8 @@ import json
 import httpx
 import pytest
 
+from paddock import availability, crud, verdicts
 from paddock import conversations as conv
-from paddock import crud, verdicts
 from tests.chat.conftest import Deploy, events, fresh_policy
 from tests.chat.fakes import ChatFakeServer
 
@@ -171,7 +171,7 @@ def test_a_stream_that_breaks_ends_with_an_error_event(http: httpx.Client, deplo
     got = events(resp)
     assert [e.get("delta") for e in got[:2]] == ["w0 ", "w1 "]
     assert got[-1]["error"].startswith("brittle stopped answering (the stream broke")
-    assert not conv.health_of(submission_ids=[sub.id])[sub.id].healthy
+    assert not availability.health_of(submission_ids=[sub.id])[sub.id].healthy
     failed = conv.messages_of(conversation_id=str(cid))[-1]
     assert (failed.content, failed.error is not None) == ("w0 w1 ", True)
 

@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from paddock import availability, crud, verdicts
 from paddock import conversations as conv
-from paddock import crud, verdicts
 from paddock.errors import IllegalTransition, NotFound
 from paddock.models import ConversationMode, Status
 from tests.chat.conftest import Deploy, set_status
@@ -125,20 +125,20 @@ def test_served_models_leave_out_torn_down_and_undeployed(deploy: Deploy) -> Non
     assert dep is not None and dep.id is not None
     crud.close_deployment(deployment_id=dep.id)
     set_status(off.id, Status.inactive)
-    assert [s.submission.id for s in conv.served_models()] == [live.id]
+    assert [s.submission.id for s in availability.served_models()] == [live.id]
     with pytest.raises(NotFound, match="not being served"):
-        conv.require_served(submission_id=gone.id)
+        availability.require_served(submission_id=gone.id)
 
 
 def test_health_is_an_upsert(deploy: Deploy) -> None:
     sub = deploy("http://127.0.0.1:9")
-    assert conv.health_of(submission_ids=[sub.id]) == {}
-    conv.mark_down(submission_id=sub.id, error="HTTP 500")
-    conv.mark_down(submission_id=sub.id, error="no connection")
-    row = conv.health_of(submission_ids=[sub.id])[sub.id]
+    assert availability.health_of(submission_ids=[sub.id]) == {}
+    availability.mark_down(submission_id=sub.id, error="HTTP 500")
+    availability.mark_down(submission_id=sub.id, error="no connection")
+    row = availability.health_of(submission_ids=[sub.id])[sub.id]
     assert (row.healthy, row.error) == (False, "no connection")
-    conv.mark_up(submission_id=sub.id)
-    assert conv.health_of(submission_ids=[sub.id])[sub.id].healthy
+    availability.mark_up(submission_id=sub.id)
+    assert availability.health_of(submission_ids=[sub.id])[sub.id].healthy
 
 
 def test_a_burst_of_ratings_shares_transactions_and_each_caller_gets_its_own_answer(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from paddock import availability, verdicts
 from paddock import conversations as conv
-from paddock import verdicts
 from paddock.db import session_scope
 from paddock.models import ConversationMode, LeaderboardSnapshot
 from tests.chat.conftest import Api, Deploy, make_dev
@@ -87,5 +87,5 @@ def test_route_explains_the_next_choice(api: Api, deploy: Deploy, fake: ChatFake
         assert http.get("/route", params={"mode": "duel"}).status_code == 422
     assert beta["chosen"] == [b.id] and {c["name"] for c in beta["candidates"]} == {"a", "b"}
     assert arena["chosen"] == [b.id, a.id]
-    assert conv.served_models()  # nothing was started by asking
+    assert availability.served_models()  # nothing was started by asking
     assert fake.requests_seen == 0

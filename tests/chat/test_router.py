@@ -8,8 +8,8 @@ from typing import Literal
 import httpx
 import pytest
 
+from paddock import availability, verdicts
 from paddock import conversations as conv
-from paddock import verdicts
 from paddock.models import ConversationMode
 from paddock.router import NoModelAvailable, RouteDecision, RoutePolicy, choose
 from paddock.testkit.ports import free_port
@@ -85,16 +85,16 @@ def test_a_model_marked_down_is_probed_and_comes_back_when_it_answers(
     dead = deploy(dead_url, name="dead", age_s=5)
     other = deploy(fake.url, name="other", age_s=20)
     rate(other.id, 2)
-    conv.mark_down(submission_id=back.id, error="HTTP 500")
-    conv.mark_down(submission_id=dead.id, error="no connection")
+    availability.mark_down(submission_id=back.id, error="HTTP 500")
+    availability.mark_down(submission_id=dead.id, error="no connection")
     decision = route()
     assert decision.chosen == [back.id]
     by_name = {c.name: c for c in decision.candidates}
     assert by_name["back"].health == "recovered (probe answered)"
     assert not by_name["dead"].healthy and "probe failed" in by_name["dead"].health
     assert decision.candidates[-1].name == "dead"  # the unhealthy rank last
-    assert conv.health_of(submission_ids=[back.id])[back.id].healthy
-    assert not conv.health_of(submission_ids=[dead.id])[dead.id].healthy
+    assert availability.health_of(submission_ids=[back.id])[back.id].healthy
+    assert not availability.health_of(submission_ids=[dead.id])[dead.id].healthy
 
 
 def test_a_recently_failed_model_is_not_probed_again_at_once(
@@ -103,7 +103,7 @@ def test_a_recently_failed_model_is_not_probed_again_at_once(
     sub = deploy(fake.url, name="flaky")
     spare = deploy(fake.url, name="spare")
     rate(spare.id, 3)
-    conv.mark_down(submission_id=sub.id, error="HTTP 502")
+    availability.mark_down(submission_id=sub.id, error="HTTP 502")
     patient = RoutePolicy(target_feedback=3, probe_timeout_s=0.5, reprobe_s=60)
     decision = route(policy=patient)
     assert decision.chosen == [spare.id]

@@ -21,8 +21,8 @@ import pytest
 from kubernetes import client
 
 from deployments.kubernetes import KubernetesBackend
+from paddock import availability, crud, verdicts, waking
 from paddock import conversations as conv
-from paddock import crud, verdicts, waking
 from paddock.models import ConversationMode
 from paddock.router import ModelWaking, NoModelAvailable, RouteDecision, RoutePolicy, choose
 from tests.chat.conftest import Api, Deploy
@@ -138,7 +138,7 @@ def test_the_router_sends_users_elsewhere_and_wakes_the_parked_model_once(
     assert len(wakes(k8s, name)) == 1
     assert second.chosen == [sleeper]
     assert {c.name: c for c in second.candidates}["sleeper"].health == "recovered (probe answered)"
-    assert conv.health_of(submission_ids=[sleeper])[sleeper].healthy
+    assert availability.health_of(submission_ids=[sleeper])[sleeper].healthy
 
 
 def test_a_parked_model_the_ranking_passes_over_stays_asleep(
@@ -185,7 +185,7 @@ def test_a_parked_model_alone_is_a_503_style_answer_and_woken_once(
         assert caught.value.retry_after == waking.RETRY_AFTER_S
     assert len(wakes(k8s, name)) == 1
     assert replicas(backend, sleeper) == 1
-    row = conv.health_of(submission_ids=[sleeper])[sleeper]
+    row = availability.health_of(submission_ids=[sleeper])[sleeper]
     assert not row.healthy and waking.is_waking(row.error)
 
 
@@ -282,6 +282,6 @@ def test_a_wake_the_api_refuses_is_reported_and_not_retried_at_once(
             route(waker)
         assert not isinstance(caught.value, ModelWaking)
     assert len(k8s.requests("PATCH", item)) == before + 1  # one try within the grace
-    row = conv.health_of(submission_ids=[sleeper])[sleeper]
+    row = availability.health_of(submission_ids=[sleeper])[sleeper]
     assert row.error is not None and row.error.startswith(waking.WAKE_FAILED), row.error
     assert "403" in row.error

@@ -34,7 +34,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from paddock import conversations, crud, privacy, verdicts
+from paddock import availability, conversations, crud, privacy, verdicts
 from paddock import router as routing
 from paddock.api.chat_schemas import (
     ConversationStarted,
@@ -53,7 +53,7 @@ from paddock.api.chat_schemas import (
 )
 from paddock.api.limits import RATE_LIMITED, client_address, limits_of
 from paddock.api.schemas import ErrorPublic, ValidationErrorPublic
-from paddock.conversations import Served
+from paddock.availability import Served
 from paddock.errors import (
     ConfigurationError,
     EndpointDown,
@@ -180,7 +180,7 @@ def plan(
     legs = []
     for side, submission_id in sides_of(conv):
         try:
-            served = conversations.require_served(submission_id=submission_id)
+            served = availability.require_served(submission_id=submission_id)
         except NotFound:
             if side is None:
                 raise

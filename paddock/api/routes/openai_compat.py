@@ -25,7 +25,7 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from paddock import conversations, privacy
+from paddock import availability, conversations, privacy
 from paddock import router as routing
 from paddock.api.chat_schemas import ChatCompletionCreate, ModelCard, ModelList
 from paddock.api.limits import RATE_LIMITED, Limits, client_address, limits_of
@@ -41,7 +41,8 @@ from paddock.api.routes.chat import (
 )
 from paddock.api.schemas import ErrorPublic, ValidationErrorPublic
 from paddock.api.waking import choose_or_retry_later, waking_503
-from paddock.conversations import Served, WrongMode
+from paddock.availability import Served
+from paddock.conversations import WrongMode
 from paddock.errors import NotFound, Rejected
 from paddock.models import Conversation, ConversationMode, new_id
 from paddock.prompting import Turn
@@ -68,7 +69,7 @@ def list_models() -> ModelList:
     now = int(time.time())
     cards = [ModelCard(id="auto", created=now, owned_by="paddock")]
     seen = {"auto"}
-    for served in conversations.served_models():
+    for served in availability.served_models():
         sub = served.submission
         created = int(sub.created_at.timestamp())
         for ident in (sub.id, sub.display_name):
@@ -79,7 +80,7 @@ def list_models() -> ModelList:
 
 
 def _resolve(model: str) -> Served:
-    served = conversations.served_models()
+    served = availability.served_models()
     for s in served:
         if s.submission.id == model:
             return s
@@ -151,7 +152,7 @@ def _prepare(
     turns = _turns(body)
     overrides = _overrides(body)
     if conv is not None:
-        sub = conversations.require_served(submission_id=conv.submission_id).submission
+        sub = availability.require_served(submission_id=conv.submission_id).submission
         if body.model not in ("auto", sub.id, sub.display_name):
             raise Rejected(
                 f"conversation {conv.id!r} talks to {sub.display_name} ({sub.id}); "
@@ -166,7 +167,7 @@ def _prepare(
             ),
         )
     if decision is not None:
-        served = conversations.require_served(submission_id=decision.chosen[0])
+        served = availability.require_served(submission_id=decision.chosen[0])
     else:
         served = _resolve(body.model)
         decision = routing.named(served.submission.id, served.submission.display_name)
