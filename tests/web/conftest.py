@@ -83,6 +83,7 @@ class Site:
 @pytest.fixture(scope="package")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     home = tmp_path_factory.mktemp("web") / "home"
+    home.mkdir()  # Prefect makes its own home below it without parents, when first imported
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PADDOCK_HOME", str(home))
         mp.setenv("PREFECT_HOME", str(home / "prefect"))
