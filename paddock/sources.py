@@ -205,7 +205,12 @@ def _resolve(api: HfApi, repo_id: str, revision: str | None) -> str:
     return info.sha or ""
 
 
-def _hub_listing(api: HfApi, repo_id: str, sha: str) -> list[HubFile]:
+def _hub_listing(tree: Sequence[HubFile]) -> list[SourceFile]:
+    """What the listing checks see of the hub's tree: names and sizes."""
+    return [SourceFile(name=f.name, size=f.size) for f in tree]
+
+
+def _hub_tree(api: HfApi, repo_id: str, sha: str) -> list[HubFile]:
     from huggingface_hub.hf_api import RepoFile
 
     return [
@@ -257,8 +262,8 @@ def fetch_hub(
     if not _SHA.fullmatch(sha):
         raise TransientError(f"{where} did not resolve {repo_id}@{revision} to a commit")
     with _hub_errors(api, repo_id, sha, where):
-        hub_files = _hub_listing(api, repo_id, sha)
-    listing = [SourceFile(name=f.name, size=f.size) for f in hub_files]
+        hub_files = _hub_tree(api, repo_id, sha)
+    listing = _hub_listing(hub_files)
     wanted = policy.check(listing)
 
     def attempt() -> None:
