@@ -284,10 +284,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
 
+    if args.workdir is None:
+        # Bundles of every model land here: a temporary one goes when the bench ends.
+        with tempfile.TemporaryDirectory(prefix="paddock-bench-") as tmp:
+            return _run(args, Path(tmp))
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    return _run(args, args.workdir)
+
+
+def _run(args: argparse.Namespace, work: Path) -> int:
     from paddock.testkit.tiny_model import build_tiny_llama
 
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="paddock-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
     models = {"tiny-llama": build_tiny_llama(work / "tiny-llama")}
     if args.smollm2:
         models["SmolLM2-135M"] = args.smollm2.expanduser().resolve()
@@ -328,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
                     t, load, reply = ready_time(backend, sp, args.timeout)
                     runs[fmt].append((t, load))
                     replies.add(reply)
-                    print(f"   round {r + 1}: {fmt} ready in {t:.1f}s (weights {load:.2f}s)")
+                    print(
+                        f"   round {r + 1}: {fmt} ready in {t:.1f}s (weights {load:.2f}s)",
+                        flush=True,
+                    )
             pairs = list(zip(runs["tensorizer"], runs["safetensors"], strict=True))
             res["ready"] = {
                 "tensorizer_s": statistics.median(t for t, _ in runs["tensorizer"]),
