@@ -14,7 +14,7 @@ from paddock import feedback_views
 from paddock import router as routing
 from paddock.api.chat_schemas import ConversationSamples, LeaderboardPublic, SubmissionFeedback
 from paddock.api.deps import CurrentDeveloper
-from paddock.api.routes.chat import RelayDep
+from paddock.api.replies import RelayDep
 from paddock.api.schemas import ErrorPublic, ValidationErrorPublic
 from paddock.api.waking import WAKING, choose_or_retry_later
 

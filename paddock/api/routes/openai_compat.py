@@ -29,7 +29,7 @@ from paddock import availability, conversations, privacy
 from paddock import router as routing
 from paddock.api.chat_schemas import ChatCompletionCreate, ModelCard, ModelList
 from paddock.api.limits import RATE_LIMITED, Limits, client_address, limits_of
-from paddock.api.routes.chat import (
+from paddock.api.replies import (
     SSE_HEADERS,
     Leg,
     RelayDep,
