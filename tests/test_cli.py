@@ -104,6 +104,7 @@ def test_submit_wait_deploys_and_teardown_stops(cli_env: dict[str, str], s3: Any
     assert names == [
         "download",
         "sanity",
+        "runtime",
         "serialize",
         "upload",
         "deploy",
