@@ -37,33 +37,18 @@ from typing import Any
 import httpx
 
 from deployments.base import BackendError, BackendState, ServeSpec
+from deployments.child_env import child_env, omp_threads, private_home
 from deployments.processes import group_members, proc_start, proc_stat, signal_group
+from deployments.server_log import LogWatch, tail_of
+from deployments.sizing import FIT_SEQS, kv_cache_bytes
 from deployments.startup import LOGGING_CONFIG, parse_startup, utc
 from paddock.errors import ConfigurationError
 
-__all__ = ["LocalBackend", "DEFAULT_PYTHON", "kv_cache_bytes"]
+__all__ = ["LocalBackend", "DEFAULT_PYTHON"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PYTHON = REPO_ROOT / ".venv-serving/bin/python"
 
-# Environment keys that carry S3 credentials; they go into a private ~/.s3cfg, never argv.
-_ACCESS_KEYS = ("S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
-_SECRET_KEYS = ("S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
-# What a vLLM server inherits from the process that starts it; nothing else crosses over.
-# That process (a flow run) holds the hub token, the store's keys and paddock's own
-# secrets, none of which a model server needs, and a process's environment is readable in
-# /proc/<pid>/environ and copied into crash reports. S3 keys reach it only as ~/.s3cfg.
-_CHILD_ENV = frozenset(
-    {
-        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
-        "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED",
-        "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-        "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "LD_LIBRARY_PATH", "LD_PRELOAD",
-        "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
-        "AWS_CA_BUNDLE", "NVIDIA_VISIBLE_DEVICES",
-    }
-)  # fmt: skip
-_CHILD_ENV_PREFIXES = ("VLLM_", "OMP_", "KMP_", "MKL_", "LC_", "CUDA_", "NCCL_", "TORCH_")
 _BIND_FAILURES = ("Address already in use", "[Errno 98]")
 # uvicorn's line once the app is serving: the moment to probe, rather than the next tick.
 _UP_MARKER = b"Application startup complete"
@@ -170,7 +155,7 @@ class LocalBackend:
         _check_port_free(self.host, port)
         cmd = self.command(spec, port)
 
-        env = _child_env(spec)
+        env = child_env(spec)
         if self.kv_cache_gib is not None:
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_gib))
         else:  # vLLM's CPU platform lets this variable override --kv-cache-memory-bytes
@@ -180,7 +165,7 @@ class LocalBackend:
             # A separate worker gets one OpenMP thread per core but one from vLLM; in the
             # engine process nobody sets that, OpenMP starts a spin-waiting thread per
             # core, and they fight the engine's own threads (decoding 5-15x slower here).
-            env.setdefault("OMP_NUM_THREADS", str(_omp_threads()))
+            env.setdefault("OMP_NUM_THREADS", str(omp_threads()))
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("DO_NOT_TRACK", "1")
         env.setdefault("HF_HUB_OFFLINE", "1")
@@ -189,7 +174,7 @@ class LocalBackend:
         env.setdefault("VLLM_LOGGING_CONFIG_PATH", str(self._logging_config()))
         home = None
         if spec.bundle_uri.startswith("s3://"):
-            home = self._private_home(env)
+            home = private_home(env, self._s3_access_key, self._s3_secret_key)
 
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         log_path = self.log_dir / f"{_safe(spec.submission_id)}-{stamp}-{port}.log"
@@ -236,31 +221,12 @@ class LocalBackend:
             tmp.replace(path)  # atomic: a server starting meanwhile never reads half a file
         return path
 
-    def _private_home(self, env: dict[str, str]) -> Path:
-        """A private HOME with ~/.s3cfg, where tensorizer looks for S3 credentials."""
-        access = self._s3_access_key or next((env[k] for k in _ACCESS_KEYS if env.get(k)), None)
-        secret = self._s3_secret_key or next((env[k] for k in _SECRET_KEYS if env.get(k)), None)
-        real_home = Path(env.get("HOME") or Path.home())
-        # Keep caches and config where they were; only HOME moves.
-        env.setdefault("XDG_CACHE_HOME", str(real_home / ".cache"))
-        env.setdefault("XDG_CONFIG_HOME", str(real_home / ".config"))
-        home = Path(tempfile.mkdtemp(prefix="paddock-vllm-home-"))  # mode 0700
-        env["HOME"] = str(home)
-        if access and secret:
-            cfg = home / ".s3cfg"
-            fd = os.open(cfg, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(f"[default]\naccess_key = {access}\nsecret_key = {secret}\n")
-        for k in (*_ACCESS_KEYS, *_SECRET_KEYS):
-            env.pop(k, None)  # the file is the one place the process gets them from
-        return home
-
     # ------------------------------------------------------------------ readiness
 
     def wait_ready(self, handle: dict[str, Any], *, timeout: float) -> str:
         endpoint: str = handle["endpoint"]
         deadline = time.monotonic() + timeout
-        watch = _LogWatch(Path(handle["log_path"]), _UP_MARKER) if self.watch_log else None
+        watch = LogWatch(Path(handle["log_path"]), _UP_MARKER) if self.watch_log else None
         next_probe = 0.0
         with httpx.Client(timeout=2.0) as client:
             while True:
@@ -332,7 +298,7 @@ class LocalBackend:
             return "ready" if self._probe(client, handle["endpoint"], None) else "starting"
 
     def logs(self, handle: dict[str, Any], *, lines: int = 40) -> str:
-        return _tail(Path(handle["log_path"]), lines)
+        return tail_of(Path(handle["log_path"]), lines)
 
     # ------------------------------------------------------------------ stop
 
@@ -418,80 +384,6 @@ class LocalBackend:
 
 
 _TICK_S = 0.05
-# Sequences the fitted KV cache holds at full context when max_num_seqs is not set.
-FIT_SEQS = 4
-_DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2}
-
-
-def kv_cache_bytes(model_dir: Path, dtype: str, max_model_len: int, seqs: int) -> int:
-    """KV-cache bytes for ``seqs`` sequences of ``max_model_len`` tokens of this model.
-
-    Keys and values for every layer and KV head, one block of slack per sequence (vLLM
-    allocates whole blocks), rounded up to a MiB.
-    """
-    cfg = json.loads((model_dir / "config.json").read_text())
-    cfg = cfg.get("text_config", cfg)
-    heads = int(cfg["num_attention_heads"])
-    kv_heads = int(cfg.get("num_key_value_heads") or heads)
-    head_dim = int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads)
-    if dtype == "auto":
-        dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32")
-    width = _DTYPE_BYTES.get(dtype.removeprefix("torch."), 4)
-    per_token = 2 * int(cfg["num_hidden_layers"]) * kv_heads * head_dim * width
-    tokens = seqs * (max_model_len + 128)
-    mib = 1 << 20
-    return -(-per_token * tokens // mib) * mib
-
-
-class _LogWatch:
-    """Has ``marker`` appeared in a growing log? Reads only what was appended since the
-    last call, keeping a marker's length of overlap so a line split across reads counts."""
-
-    def __init__(self, path: Path, marker: bytes) -> None:
-        self.path = path
-        self.marker = marker
-        self.offset = 0
-        self.tail = b""
-        self.found = False
-
-    def seen(self) -> bool:
-        if self.found:
-            return True
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                chunk = f.read()
-        except OSError:
-            return False
-        self.offset += len(chunk)
-        window = self.tail + chunk
-        self.found = self.marker in window
-        self.tail = window[-len(self.marker) :]
-        return self.found
-
-
-def _child_env(spec: ServeSpec) -> dict[str, str]:
-    """The server's environment: the allowlisted part of ours, then the spec's own.
-
-    S3 keys stay only when the tensors stream from S3, and only until `_private_home`
-    moves them into ~/.s3cfg; ours are candidates there when the spec brings none.
-    """
-    env = {
-        k: v for k, v in os.environ.items() if k in _CHILD_ENV or k.startswith(_CHILD_ENV_PREFIXES)
-    }
-    env.update(spec.env)
-    for key in (*_ACCESS_KEYS, *_SECRET_KEYS):
-        if not spec.bundle_uri.startswith("s3://"):
-            env.pop(key, None)
-        elif key not in env and os.environ.get(key):
-            env[key] = os.environ[key]
-    return env
-
-
-def _omp_threads() -> int:
-    """What vLLM's CPU worker process would get: the usable cores but one (for the engine
-    and API server), at least one."""
-    return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 def _local_path(uri: str) -> Path:
@@ -523,15 +415,3 @@ def _check_port_free(host: str, port: int) -> None:
 
 def _stopped_marker(handle: dict[str, Any]) -> Path:
     return Path(str(handle["log_path"]) + ".stopped")
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 256 * 1024))
-            data = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(data.splitlines()[-lines:])

@@ -21,8 +21,10 @@ import httpx
 import pytest
 
 from deployments.base import BackendError, ServeSpec, get_backend
-from deployments.local import DEFAULT_PYTHON, LocalBackend, _LogWatch, kv_cache_bytes
+from deployments.local import DEFAULT_PYTHON, LocalBackend
 from deployments.processes import group_members
+from deployments.server_log import LogWatch
+from deployments.sizing import kv_cache_bytes
 from deployments.startup import PARTS, parse_startup
 from paddock.bundle import write_bundle
 from paddock.parity import check_parity, reference_from_model
@@ -384,12 +386,12 @@ def test_startup_without_a_worker_or_milliseconds() -> None:
 def test_log_watch_reads_only_what_was_appended(tmp_path: Path) -> None:
     log = tmp_path / "v.log"
     log.write_bytes(b"INFO: Waiting for application startup.\nINFO: Application start")
-    watch = _LogWatch(log, b"Application startup complete")
+    watch = LogWatch(log, b"Application startup complete")
     assert not watch.seen()
     with open(log, "ab") as f:
         f.write(b"up complete.\n")  # the marker split across two reads
     assert watch.seen() and watch.seen()
-    assert not _LogWatch(tmp_path / "missing.log", b"x").seen()
+    assert not LogWatch(tmp_path / "missing.log", b"x").seen()
 
 
 def test_kv_cache_fitted_to_the_context(tiny_repo: Path, tiny_bundle: Path) -> None:

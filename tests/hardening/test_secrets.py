@@ -40,7 +40,7 @@ import httpx
 import pytest
 
 from deployments.base import ServeSpec
-from deployments.local import LocalBackend, _child_env
+from deployments.child_env import child_env, private_home
 from deployments.processes import group_members
 from paddock.testkit.ports import free_port
 from tests.utils.vllm import needs_vllm
@@ -65,13 +65,13 @@ def test_the_server_environment_is_an_allowlist(monkeypatch: pytest.MonkeyPatch)
     for key, value in {**planted, **kept}.items():
         monkeypatch.setenv(key, value)
 
-    local = _child_env(ServeSpec("sub", "m", "/srv/bundle"))
+    local = child_env(ServeSpec("sub", "m", "/srv/bundle"))
     assert not set(planted) & set(local)
     assert {k: local[k] for k in kept} == kept and local["PATH"] == os.environ["PATH"]
 
     spec = ServeSpec("sub", "m", "s3://models/b/", env={"S3_SECRET_ACCESS_KEY": "from-block"})
-    env = _child_env(spec)
-    home = LocalBackend(python=sys.executable)._private_home(env)
+    env = child_env(spec)
+    home = private_home(env, None, None)
     try:
         assert not {k for k in env if "SECRET" in k or "ACCESS_KEY" in k or "TOKEN" in k}
         cfg = home / ".s3cfg"
