@@ -36,9 +36,10 @@ from prefect.cache_policies import NO_CACHE
 from blocks import serving_target
 from paddock import conversations, crud
 from paddock.contracts import Endpoint, StressSummary
-from paddock.errors import SloMissed
+from paddock.errors import SloMissed, TransientError
 from paddock.prompting import Turn, build_request, counter_for
 from paddock.retry import retried_task, stage_policy
+from paddock.serving import dead_server_log
 from paddock.stress.loadgen import Shaper
 from paddock.stress.profiles import LoadProfile, load_profile
 from paddock.stress.prompts import Conversation, from_database
@@ -208,16 +209,26 @@ def stress(
 
 @subflow_stage("stress")
 def stress_test(submission_id: str, endpoint: Endpoint) -> StressSummary:
-    """The submission's stress stage: the serving target's profile and SLO."""
+    """The submission's stress stage: the serving target's profile and SLO. A server that
+    died under the load did not miss its SLO: that is the platform's fault (transient),
+    told with the server's own last log lines, not the developer's."""
     target = serving_target()
-    return stress(
-        endpoint=endpoint.url,
-        model=endpoint.model,
-        profile=target.stress_profile,
-        slo_profile=target.slo_profile,
-        slo_overrides=target.slo_overrides or None,
-        submission_id=submission_id,
-    )
+    try:
+        return stress(
+            endpoint=endpoint.url,
+            model=endpoint.model,
+            profile=target.stress_profile,
+            slo_profile=target.slo_profile,
+            slo_overrides=target.slo_overrides or None,
+            submission_id=submission_id,
+        )
+    except SloMissed as exc:
+        tail = dead_server_log(submission_id)
+        if tail is None:
+            raise
+        raise TransientError(
+            f"the model server died during the stress test; its log ends:\n{tail}"
+        ) from exc
 
 
 if __name__ == "__main__":  # `python -m flows.stress ENDPOINT MODEL [PROFILE] [SUBMISSION]`

@@ -109,7 +109,7 @@ def test_a_connection_dropped_mid_download_is_resumed_in_place(
         kind="hub drops the connection 1 MiB into the weights",
         source="hub",
         stage="download",
-        outcome="retried and resumed",
+        outcome="retried in place, resume asked",
         reason=(
             "the hub client asked for the rest (a Range request from the last whole piece "
             "it held) within the same attempt; the file arrived whole with the hub's "
@@ -163,6 +163,7 @@ def test_a_hub_that_keeps_failing_fails_the_stage_and_leaves_no_files(
         download(sid)
 
     assert _attempts(sid, "download") == [StageStatus.failed] * 4  # 1 + the stage's 3 retries
+    assert len(_weights_gets(hub_proxy)) == 4 * 4, "each attempt calls the hub 1 + 3 times"
     assert not (paddock_home / "work" / sid).exists()
     hardening.record(
         category="fault",
