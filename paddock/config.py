@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     api_port: int = 8321
     # A Prefect notification block ("slack-webhook/on-call") told of every SLA breach.
     sla_notify_block: str | None = None
+    # How many deployed models a developer may have at once (0: no limit; 1 is the rule of
+    # one live model per developer): publishing one more retires the oldest, atomically.
+    max_deployed_per_developer: int = Field(default=0, ge=0)
     # Maintenance (flows/maintenance.py). Cleanup, hourly: a deployed model nobody has
     # chatted with for `idle_hours` is parked at zero replicas where its backend can
     # (Kubernetes, min_replicas 0) and made inactive otherwise; a submission whose stages have shown

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import update
-from sqlmodel import col, select
+from sqlalchemy import text, update
+from sqlmodel import Session, col, select
 
 from paddock.db import session_scope
 from paddock.errors import IllegalTransition, NotFound
@@ -122,7 +122,6 @@ def transition(
     With ``expect``, the move happens only from that status (or one of those): the caller
     saw it there and means to act on what it saw.
     """
-    sources = [s for s, targets in ALLOWED.items() if new in targets]
     values: dict[str, object] = {"status": new, "updated_at": utcnow()}
     if new is Status.failed:
         values |= {"reason": reason, "failed_stage": failed_stage}
@@ -133,28 +132,93 @@ def transition(
     if endpoint is not None or new in (Status.inactive, Status.torndown, Status.archived):
         values["endpoint"] = endpoint
     with session_scope() as session:
-        current = session.exec(
-            select(Submission.status).where(Submission.id == submission_id)
-        ).first()
-        if current is None:
-            raise NotFound(f"no submission {submission_id!r}")
-        current = Status(current)
-        expected = {expect} if isinstance(expect, Status) else set(expect or ())
-        if expected and current not in expected:
-            raise IllegalTransition(
-                f"submission {submission_id} is {current}, no longer "
-                f"{' or '.join(sorted(expected))}; cannot become {new}"
-            )
-        if new not in ALLOWED[current]:
-            raise IllegalTransition(f"submission {submission_id} is {current}; cannot become {new}")
-        result = session.connection().execute(
-            update(Submission)
-            .where(col(Submission.id) == submission_id, col(Submission.status) == current)
-            .where(col(Submission.status).in_(sources))
-            .values(**values)
+        return _move(session, submission_id, new, values, expect)
+
+
+def _move(
+    session: Session,
+    submission_id: str,
+    new: Status,
+    values: dict[str, object],
+    expect: Status | Collection[Status] | None = None,
+) -> Status:
+    """The compare-and-set itself, inside the caller's transaction."""
+    sources = [s for s, targets in ALLOWED.items() if new in targets]
+    current = session.exec(select(Submission.status).where(Submission.id == submission_id)).first()
+    if current is None:
+        raise NotFound(f"no submission {submission_id!r}")
+    current = Status(current)
+    expected = {expect} if isinstance(expect, Status) else set(expect or ())
+    if expected and current not in expected:
+        raise IllegalTransition(
+            f"submission {submission_id} is {current}, no longer "
+            f"{' or '.join(sorted(expected))}; cannot become {new}"
         )
-        if result.rowcount != 1:
-            raise IllegalTransition(
-                f"submission {submission_id} changed status while becoming {new}; try again"
-            )
+    if new not in ALLOWED[current]:
+        raise IllegalTransition(f"submission {submission_id} is {current}; cannot become {new}")
+    result = session.connection().execute(
+        update(Submission)
+        .where(col(Submission.id) == submission_id, col(Submission.status) == current)
+        .where(col(Submission.status).in_(sources))
+        .values(**values)
+    )
+    if result.rowcount != 1:
+        raise IllegalTransition(
+            f"submission {submission_id} changed status while becoming {new}; try again"
+        )
     return current
+
+
+def publish(submission_id: str, endpoint: str, *, keep: int = 0) -> list[str]:
+    """Make the submission deployed; with ``keep`` > 0, the developer's other deployed
+    models beyond the newest ``keep - 1`` become inactive in the same transaction.
+    Returns the ids it retired, whose servers the caller stops once this has committed.
+
+    Two of a developer's models publishing at once must not both stay: the developer's
+    deployments are serialized first — an advisory lock on Postgres, the database's one
+    writer on SQLite (taken by the first statement, a write) — so the second to publish
+    sees the first as deployed and retires it.
+    """
+    now = utcnow()
+    live = {"status": Status.deployed, "endpoint": endpoint, "updated_at": now}
+    with session_scope() as session:
+        if keep <= 0:
+            _move(session, submission_id, Status.deployed, live)
+            return []
+        connection = session.connection()
+        touched = connection.execute(
+            update(Submission)
+            .where(col(Submission.id) == submission_id)
+            .values(updated_at=now)
+            .returning(col(Submission.developer))
+        ).first()
+        if touched is None:
+            raise NotFound(f"no submission {submission_id!r}")
+        developer = touched[0]
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                {"key": f"paddock.deployed.{developer}"},
+            )
+        others = session.exec(
+            select(Submission.id)
+            .where(Submission.developer == developer, Submission.status == Status.deployed)
+            .where(Submission.id != submission_id)
+            .order_by(col(Submission.created_at).desc(), col(Submission.id).desc())
+        ).all()
+        _move(session, submission_id, Status.deployed, live)
+        retired: list[str] = []
+        why = f"replaced by {submission_id} (PADDOCK_MAX_DEPLOYED_PER_DEVELOPER={keep})"
+        for old in others[keep - 1 :]:
+            gone: dict[str, object] = {
+                "status": Status.inactive,
+                "endpoint": None,
+                "updated_at": now,
+                "reason": why,
+            }
+            try:
+                _move(session, old, Status.inactive, gone, expect=Status.deployed)
+            except IllegalTransition:
+                continue  # stopped by its developer meanwhile: already not live
+            retired.append(old)
+    return retired
