@@ -66,8 +66,8 @@ def test_of_a_developers_models_publishing_at_once_exactly_one_stays_live(
     assert _statuses(other) == {other[0]: Status.deployed}
     hardening.record(
         category="race",
-        kind=f"6 of one developer's models published at once, one live allowed ({database})",
-        source="any",
+        kind="6 of one developer's models published at once, one live allowed",
+        source="postgresql" if database.startswith("postgresql") else "sqlite",
         stage="publish",
         outcome="one live",
         reason="exactly one stayed deployed; the other 5 became inactive, each retired once "
