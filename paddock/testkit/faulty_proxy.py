@@ -28,9 +28,9 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from paddock.testkit.ports import free_port
+from paddock.testkit.server import LocalServer
 
 __all__ = ["FaultyProxy", "Exchange"]
 
@@ -69,7 +69,7 @@ class _Rule:
 
 
 @dataclass
-class FaultyProxy:
+class FaultyProxy(LocalServer):
     """``http://127.0.0.1:<port>`` forwarding to ``upstream_host:upstream_port``."""
 
     upstream_host: str
@@ -168,17 +168,6 @@ class FaultyProxy:
             listener.close()
         if self._thread is not None:
             self._thread.join(5)
-
-    def __enter__(self) -> FaultyProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _listen(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
