@@ -6,6 +6,7 @@ Environment variables are only seeds: once a block exists, the block is the conf
 
 from __future__ import annotations
 
+import time
 from typing import TypeVar
 
 from prefect.blocks.core import Block
@@ -25,16 +26,24 @@ SERVING = "paddock-serving"
 B = TypeVar("B", bound=Block)
 
 
-def _load_or_seed(cls: type[B], name: str, seed: B) -> B:
-    try:
-        return cls.load(name)  # type: ignore[return-value]
-    except ValueError:
-        pass  # not created yet
-    try:
-        seed.save(name)
-    except Exception:  # another process seeded it first
-        return cls.load(name)  # type: ignore[return-value]
-    return seed
+def _load_or_seed(cls: type[B], name: str, seed: B, *, attempts: int = 6) -> B:
+    """The block, or the seed saved as it. Two runs starting at once on a fresh server
+    both find nothing and both save: the loser's save fails (the name, or the block type
+    being registered by the winner at that moment) and the winner's document may not be
+    readable yet, so the loser looks again a few times before giving up."""
+    for attempt in range(attempts):
+        try:
+            return cls.load(name)  # type: ignore[return-value]
+        except ValueError:
+            pass  # not created yet, or not visible yet
+        try:
+            seed.save(name)
+            return seed
+        except Exception:  # another process is seeding it: look again shortly
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _secret(value: str | None) -> SecretStr | None:
