@@ -67,7 +67,7 @@ def test_of_a_developers_models_publishing_at_once_exactly_one_stays_live(
     hardening.record(
         category="race",
         kind="6 of one developer's models published at once, one live allowed",
-        source="postgresql" if database.startswith("postgresql") else "sqlite",
+        source=database.split(":")[0].split("+")[0],
         stage="publish",
         outcome="one live",
         reason="exactly one stayed deployed; the other 5 became inactive, each retired once "
