@@ -17,8 +17,11 @@ Variants:
                was 5-15x slower)
   kv_fit       KV cache sized to the model's context × 4 sequences (--kv-cache-memory-bytes)
   max_seqs     --max-num-seqs 4 (the cpu stress profile's top concurrency)
+  fork_engine  the engine-core process forked from the API server instead of spawned (the
+               serving plugin undoes the CPU platform's forced spawn): one import fewer
   combined     all of the above
-  default      LocalBackend() as configured now (ready_watch + in_process + kv_fit)
+  default      LocalBackend() as configured now (ready_watch + in_process + fork_engine +
+               kv_fit)
 
     .venv/bin/python bench/bench_vllm_start.py [--rounds 3] [--skip-smollm2] \\
         [--variants baseline in_process ...] [--serve 8] [--json out.json]
@@ -50,7 +53,9 @@ from paddock.stress.metrics import calculate_metrics  # noqa: E402
 from paddock.stress.profiles import LoadProfile  # noqa: E402
 
 CACHE = Path(os.environ.get("PADDOCK_MODEL_CACHE", Path.home() / ".cache/paddock/models"))
-BASELINE = dict(kv_cache_gib=1, ready_poll_s=0.5, watch_log=False, engine_in_process=False)
+BASELINE = dict(
+    kv_cache_gib=1, ready_poll_s=0.5, watch_log=False, engine_in_process=False, fork_engine=False
+)
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,15 @@ VARIANTS: dict[str, Variant] = {
     "in_process": Variant({"engine_in_process": True}),
     "kv_fit": Variant({"kv_cache_gib": None}),
     "max_seqs": Variant({"max_num_seqs": 4}),
+    "fork_engine": Variant({"fork_engine": True}),
     "combined": Variant(
-        {"watch_log": True, "engine_in_process": True, "kv_cache_gib": None, "max_num_seqs": 4}
+        {
+            "watch_log": True,
+            "engine_in_process": True,
+            "fork_engine": True,
+            "kv_cache_gib": None,
+            "max_num_seqs": 4,
+        }
     ),
     "default": Variant(from_baseline=False),
 }

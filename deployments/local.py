@@ -67,6 +67,7 @@ class LocalBackend:
         kv_cache_gib: int | None = None,
         max_num_seqs: int | None = None,
         engine_in_process: bool = True,
+        fork_engine: bool = True,
         stop_grace: float = 15.0,
         s3_access_key: str | None = None,
         s3_secret_key: str | None = None,
@@ -82,6 +83,7 @@ class LocalBackend:
         self.kv_cache_gib = kv_cache_gib
         self.max_num_seqs = max_num_seqs
         self.engine_in_process = engine_in_process
+        self.fork_engine = fork_engine
         self.stop_grace = stop_grace
         self.ready_poll_s = ready_poll_s
         self.watch_log = watch_log
@@ -166,6 +168,10 @@ class LocalBackend:
             # engine process nobody sets that, OpenMP starts a spin-waiting thread per
             # core, and they fight the engine's own threads (decoding 5-15x slower here).
             env.setdefault("OMP_NUM_THREADS", str(omp_threads()))
+        if self.fork_engine:
+            # The engine-core process forked from the API server, not spawned: one import
+            # of torch and vLLM fewer (the serving plugin's `engine_fork`).
+            env["PADDOCK_VLLM_ENGINE_FORK"] = "1"
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("DO_NOT_TRACK", "1")
         env.setdefault("HF_HUB_OFFLINE", "1")

@@ -48,7 +48,7 @@ from paddock.stress.runner import StressOutcome, run_stress
 from paddock.stress.slo import Slo, slo_for
 from tasks.stage import subflow_stage
 
-__all__ = ["PromptSource", "stress", "stress_test", "choose_prompts"]
+__all__ = ["PromptSource", "stress", "stress_test", "choose_prompts", "after_warmup"]
 
 # Where a run's prompts came from: shared conversations of the model under test, of any
 # model, or the shipped synthetic set.
@@ -207,6 +207,15 @@ def stress(
     )
 
 
+def after_warmup(profile: str | dict[str, Any]) -> dict[str, Any]:
+    """The profile as the stress stage runs it: right after the warm-up stage, which has
+    just had the endpoint answer (the test request's job) and sent it requests shaped as
+    users' (the warm-up's), so neither is sent again unless the profile asks for them.
+    What is measured, and how it is judged, is the profile's own."""
+    given = {"preset": profile} if isinstance(profile, str) else dict(profile)
+    return {"test_request": False, "warmup_requests": 0, **given}
+
+
 @subflow_stage("stress")
 def stress_test(submission_id: str, endpoint: Endpoint) -> StressSummary:
     """The submission's stress stage: the serving target's profile and SLO. A server that
@@ -217,7 +226,7 @@ def stress_test(submission_id: str, endpoint: Endpoint) -> StressSummary:
         return stress(
             endpoint=endpoint.url,
             model=endpoint.model,
-            profile=target.stress_profile,
+            profile=after_warmup(target.stress_profile),
             slo_profile=target.slo_profile,
             slo_overrides=target.slo_overrides or None,
             submission_id=submission_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 
 from paddock import crud
@@ -24,29 +26,31 @@ def _warm(endpoint: Endpoint, sub: Submission) -> list[float]:
     generation parameters), so a format or parameter vLLM refuses shows up here rather
     than in a user's first chat."""
     counter = counter_for(sub.id)
-    seconds: list[float] = []
+    requests = [
+        build_request(
+            submission=sub,
+            model_name=endpoint.model,
+            turns=[Turn("user", text)],
+            counter=counter,
+            overrides={"max_tokens": WARMUP_MAX_TOKENS},
+            stream=False,
+        )
+        for text in WARMUP_MESSAGES
+    ]
     with httpx.Client(base_url=endpoint.url, timeout=120) as client:
         models = client.get("/v1/models").raise_for_status().json()
         names = [m["id"] for m in models.get("data", [])]
         if endpoint.model not in names:
             raise Rejected(f"the endpoint serves {names}, not {endpoint.model!r}")
-        for text in WARMUP_MESSAGES:
-            request = build_request(
-                submission=sub,
-                model_name=endpoint.model,
-                turns=[Turn("user", text)],
-                counter=counter,
-                overrides={"max_tokens": WARMUP_MAX_TOKENS},
-                stream=False,
-            )
-            response = client.post(request.path, json=request.body)
-            if response.status_code == 400:
-                raise Rejected(
-                    f"the model server refused the generation parameters: {response.text}"
-                )
-            response.raise_for_status()
-            seconds.append(round(response.elapsed.total_seconds(), 3))
-    return seconds
+        # Sent at once: the engine batches them (its batched path warmed too) and the
+        # stage waits for one reply's time, not one per message.
+        with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+            responses = list(pool.map(lambda r: client.post(r.path, json=r.body), requests))
+    for response in responses:
+        if response.status_code == 400:
+            raise Rejected(f"the model server refused the generation parameters: {response.text}")
+        response.raise_for_status()
+    return [round(r.elapsed.total_seconds(), 3) for r in responses]
 
 
 @stage("warmup", retries=2)

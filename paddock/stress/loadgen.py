@@ -411,12 +411,13 @@ async def run_load(
     timeout_s = profile.request_timeout_s
     async with _client(profile, api_key) as client:
         requests = build_requests(client, url, bodies)
-        test = await send_chat(client, requests[0], timeout_s)
-        if not test.success:
-            raise EndpointDown(
-                f"the test request to {url} (model {model!r}) failed before the run: "
-                f"{test.error}. Is the model deployed and serving?"
-            )
+        if profile.test_request:
+            test = await send_chat(client, requests[0], timeout_s)
+            if not test.success:
+                raise EndpointDown(
+                    f"the test request to {url} (model {model!r}) failed before the run: "
+                    f"{test.error}. Is the model deployed and serving?"
+                )
         steps = profile.steps()
         if profile.warmup_requests:
             await _run_concurrent(

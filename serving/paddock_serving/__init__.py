@@ -11,6 +11,9 @@ kernel, so the first request fails with
 ``'QKVParallelLinear' object has no attribute 'cpu_linear'``. On CPU we register a
 subclass of the tensorizer loader under the same load format (``tensorizer``) that runs
 the missing step after the load. On any other platform the plugin does nothing.
+
+Where the local backend asks for it, it also has the engine-core process forked rather
+than spawned on CPU (`paddock_serving.engine_fork`: one interpreter's imports fewer).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ def register() -> None:
     from vllm.model_executor import model_loader as ml
 
     from paddock_serving.cpu_tensorizer import CPUTensorizerLoader
+    from paddock_serving.engine_fork import fork_engine_core
+
+    fork_engine_core()
 
     if ml._LOAD_FORMAT_TO_MODEL_LOADER.get("tensorizer") is CPUTensorizerLoader:
         return  # already registered in this process

@@ -161,6 +161,10 @@ def test_ready_and_chat(server) -> None:
     )
     assert abs(sum(startup["parts"].values()) - startup["total_s"]) < 0.01
     assert "paddock: ready in" in log and "paddock_serving: loaded" in log
+    # The engine core was forked from the API server (its argv), not spawned afresh
+    # (multiprocessing's spawn entry point, a second import of torch and vLLM).
+    argvs = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in group_members(handle["pgid"])]
+    assert len(argvs) >= 2 and not [a for a in argvs if b"multiprocessing" in a], argvs
     # Four samples and no temperature: vLLM refuses n > 1 only for greedy sampling, so
     # the refusal shows the served default (temperature 0) applied, not vLLM's own 1.0.
     plain = httpx.post(

@@ -92,3 +92,18 @@ def test_stress_requests_are_shaped_as_the_submissions_users_are_served() -> Non
     plain = crud.create_submission(developer="dev", source="hub:x/plain", display_name="p")
     path, body = _submission_shape(plain.id, "p")([{"role": "user", "content": "Hi"}])
     assert path == "/v1/chat/completions" and body["messages"][-1]["content"] == "Hi"
+
+
+def test_the_stress_stage_leaves_probing_and_warming_to_the_warm_up_stage() -> None:
+    from flows.stress import after_warmup
+    from paddock.stress.profiles import load_profile
+
+    cpu = load_profile(after_warmup("cpu"))
+    assert not cpu.test_request and cpu.warmup_requests == 0
+    # what is measured stays the preset's
+    assert cpu.model_dump(exclude={"test_request", "warmup_requests"}) == load_profile(
+        "cpu"
+    ).model_dump(exclude={"test_request", "warmup_requests"})
+    # an operator who asks for a warm-up in the serving target's profile gets it
+    mine = load_profile(after_warmup({"preset": "cpu", "warmup_requests": 3}))
+    assert mine.warmup_requests == 3 and not mine.test_request

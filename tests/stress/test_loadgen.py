@@ -110,6 +110,21 @@ def test_sweep_runs_each_concurrency(server: FakeServer) -> None:
     assert server.requests_seen == 1 + 1 + 18
 
 
+def test_a_run_after_warm_up_sends_no_test_request(server: FakeServer) -> None:
+    p = load_profile(
+        {"kind": "concurrent", "concurrency": 2, "num_requests": 4, "test_request": False}
+    )
+    [run] = run_load_sync(server.url, "fake", p)
+    assert len(run.results) == 4 and all(r.success for r in run.results)
+    assert server.requests_seen == 2 + 4  # warm-ups and measured: no test request
+
+
+def test_without_its_test_request_a_dead_endpoint_is_measured_as_errors() -> None:
+    p = load_profile({"preset": "smoke", "test_request": False, "warmup_requests": 0})
+    out = run_stress(f"http://127.0.0.1:{free_port()}", "fake", p)
+    assert not out.passed and out.steps[0].failed == out.steps[0].total_requests > 0
+
+
 def test_endpoint_down_before_the_run_fails_fast() -> None:
     t = time.perf_counter()
     with pytest.raises(EndpointDown, match="test request .* failed before the run: ConnectError"):
