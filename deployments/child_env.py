@@ -37,8 +37,9 @@ _CHILD_ENV = frozenset(
 _CHILD_ENV_PREFIXES = ("VLLM_", "OMP_", "KMP_", "MKL_", "LC_", "CUDA_", "NCCL_", "TORCH_")
 
 
-def child_env(spec: ServeSpec) -> dict[str, str]:
-    """The server's environment: the allowlisted part of ours, then the spec's own.
+def child_env(spec: ServeSpec | None = None) -> dict[str, str]:
+    """The server's environment: the allowlisted part of ours, then the spec's own (no
+    spec: what every server gets, as a spare interpreter is started with).
 
     S3 keys stay only when the tensors stream from S3, and only until `private_home`
     moves them into ~/.s3cfg; ours are candidates there when the spec brings none.
@@ -46,9 +47,9 @@ def child_env(spec: ServeSpec) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if k in _CHILD_ENV or k.startswith(_CHILD_ENV_PREFIXES)
     }
-    env.update(spec.env)
+    env.update(spec.env if spec else {})
     for key in (*_ACCESS_KEYS, *_SECRET_KEYS):
-        if not spec.bundle_uri.startswith("s3://"):
+        if spec is None or not spec.bundle_uri.startswith("s3://"):
             env.pop(key, None)
         elif key not in env and os.environ.get(key):
             env[key] = os.environ[key]

@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx
 
+from deployments import spares
 from deployments.base import BackendError, BackendState, ServeSpec
 from deployments.child_env import child_env, omp_threads, private_home
 from deployments.processes import group_members, proc_start, proc_stat, signal_group
@@ -156,8 +157,73 @@ class LocalBackend:
         port = self.port or free_port(self.host)
         _check_port_free(self.host, port)
         cmd = self.command(spec, port)
+        env = self._server_env(child_env(spec))
+        home = None
+        if spec.bundle_uri.startswith("s3://"):
+            home = private_home(env, self._s3_access_key, self._s3_secret_key)
+        cwd = home or self.log_dir
 
-        env = child_env(spec)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        log_path = self.log_dir / f"{_safe(spec.submission_id)}-{stamp}-{port}.log"
+        with open(log_path, "ab") as log:
+            log.write(f"paddock: {' '.join(cmd)}\n".encode())
+            log.flush()
+            spawned = datetime.now(UTC)  # the start-up profile's zero
+            proc = self._from_spare(spec, cmd, env, cwd, log_path)
+            if proc is None:
+                try:
+                    proc = subprocess.Popen(
+                        cmd,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        cwd=str(cwd),
+                        start_new_session=True,  # own session and process group: pgid == pid
+                    )
+                except OSError as exc:
+                    if home:
+                        shutil.rmtree(home, ignore_errors=True)
+                    raise BackendError(f"could not start {self.python}: {exc}") from exc
+        self._procs[proc.pid] = proc
+        return {
+            "backend": self.name,
+            "pid": proc.pid,
+            "pgid": proc.pid,
+            "port": port,
+            "endpoint": f"http://{self.host}:{port}",
+            "log_path": str(log_path),
+            "started_at": spawned.isoformat().replace("+00:00", "Z"),
+            "served_name": spec.served_name,
+            "proc_start": proc_start(proc.pid),
+            "home": str(home) if home else None,
+        }
+
+    def prestart(self, submission_id: str) -> None:
+        """Start a spare interpreter for the submission's server-to-be: vLLM imported
+        while its bundle is made (`deployments.spares`). Does nothing without the
+        serving environment; `start` works the same either way."""
+        if self.python.exists():
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            spares.start(submission_id, self.python, self._server_env(child_env()), self.log_dir)
+
+    def _from_spare(
+        self, spec: ServeSpec, cmd: list[str], env: dict[str, str], cwd: Path, log: Path
+    ) -> subprocess.Popen[bytes] | None:
+        """The submission's spare, made into the server ``cmd`` describes; None to start
+        one the ordinary way (no spare, or one started differently, or gone)."""
+        proc = spares.take(spec.submission_id, self.python, env, late=spec.env)
+        if proc is None:
+            return None
+        try:
+            spares.hand_over(proc, cmd[3:], env, cwd, log)  # after `python -m MODULE`
+        except OSError:
+            return None
+        return proc
+
+    def _server_env(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` (what a server may see of ours) with the backend's own settings."""
+        env = dict(env)
         if self.kv_cache_gib is not None:
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_gib))
         else:  # vLLM's CPU platform lets this variable override --kv-cache-memory-bytes
@@ -178,43 +244,7 @@ class LocalBackend:
         env["PYTHONUNBUFFERED"] = "1"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env.setdefault("VLLM_LOGGING_CONFIG_PATH", str(self._logging_config()))
-        home = None
-        if spec.bundle_uri.startswith("s3://"):
-            home = private_home(env, self._s3_access_key, self._s3_secret_key)
-
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        log_path = self.log_dir / f"{_safe(spec.submission_id)}-{stamp}-{port}.log"
-        with open(log_path, "ab") as log:
-            log.write(f"paddock: {' '.join(cmd)}\n".encode())
-            log.flush()
-            spawned = datetime.now(UTC)  # the start-up profile's zero
-            try:
-                proc = subprocess.Popen(
-                    cmd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=str(home or self.log_dir),
-                    start_new_session=True,  # own session and process group: pgid == pid
-                )
-            except OSError as exc:
-                if home:
-                    shutil.rmtree(home, ignore_errors=True)
-                raise BackendError(f"could not start {self.python}: {exc}") from exc
-        self._procs[proc.pid] = proc
-        return {
-            "backend": self.name,
-            "pid": proc.pid,
-            "pgid": proc.pid,
-            "port": port,
-            "endpoint": f"http://{self.host}:{port}",
-            "log_path": str(log_path),
-            "started_at": spawned.isoformat().replace("+00:00", "Z"),
-            "served_name": spec.served_name,
-            "proc_start": proc_start(proc.pid),
-            "home": str(home) if home else None,
-        }
+        return env
 
     def _logging_config(self) -> Path:
         """vLLM's log format with milliseconds, so `deployments.startup` can split a start

@@ -8,7 +8,8 @@ a breakdown whose parts add up to the whole, from the process start to the momen
 backend saw the server answer:
 
     imports        process start → the API server's first line (interpreter, vLLM import,
-                   argument parsing)
+                   argument parsing); for a spare interpreter (`deployments.spares`) the
+                   start is its hand-over, so this is what was left of its imports
     engine_spawn   → the engine-core process's first line (config, spawn, its own imports)
     worker_spawn   → the worker process's first line (a third interpreter; absent when the
                    engine runs its worker in-process)

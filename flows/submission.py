@@ -1,9 +1,10 @@
 """One submission, all the way from its source to users.
 
 The flow body is the pipeline: each stage is a task (tasks/) that records itself and
-retries transient faults; the stress stage is a subflow. The runtime checks run beside
-serialize, upload and deploy and are joined before warm-up (tasks/alongside.py: checks
-that fail stop the deploy). From upload on, a failure that survives its retries rolls the
+retries transient faults; the stress stage is a subflow. Once the static checks pass,
+the server gets a head start (a local backend imports vLLM meanwhile). The runtime checks
+run beside serialize, upload and deploy and are joined before warm-up
+(tasks/alongside.py: checks that fail stop the deploy). From upload on, a failure that survives its retries rolls the
 run back — the server stopped, the upload taken back — so a failed submission leaves
 nothing behind.
 """
@@ -23,7 +24,7 @@ from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
 from flows.stress import stress_test
-from paddock import crud, leases, lifecycle, timeline
+from paddock import crud, leases, lifecycle, serving, timeline
 from paddock.errors import IllegalTransition, Rejected
 from paddock.models import StageStatus, Status
 from tasks.alongside import Alongside
@@ -52,6 +53,7 @@ def submission(submission_id: str) -> str:
         try:
             snapshot = download(submission_id)
             sanity(submission_id, snapshot)
+            serving.head_start(submission_id)  # vLLM imports while the bundle is made
             checks = Alongside(runtime, submission_id, snapshot)
             bundle = checks.beside(serialize, submission_id, snapshot)
             with undone_on_failure(submission_id):
@@ -76,6 +78,8 @@ def submission(submission_id: str) -> str:
             if reason is not exc:
                 raise reason from exc
             raise
+        finally:
+            serving.drop_head_start(submission_id)
     report = timeline.build(submission_id)
     get_run_logger().info(
         "deployed %s in %.1f s (SLA %d s)",

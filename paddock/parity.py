@@ -237,19 +237,24 @@ def _add_token_texts(
             res.problems[k] = line
 
 
-def reference_from_model(model_dir: Path, prompts: list[str], max_new_tokens: int) -> dict:
+def reference_from_model(
+    model_dir: Path, prompts: list[str], max_new_tokens: int, *, model: Any = None
+) -> dict:
     """Greedy reference for `prompts` computed with transformers in float32 on CPU.
 
     Each prompt goes through the model directory's chat template (as a single user
     message, with the generation prompt). Generation is a plain greedy loop over raw
     logits for exactly `max_new_tokens` steps (EOS does not stop it, no
-    generation-config processors), which is what the endpoint is asked for.
+    generation-config processors), which is what the endpoint is asked for. ``model``:
+    the directory's model already loaded in float32 (a caller that checked it), so the
+    weights are not read and built a second time.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
     out: dict[str, Any] = {"max_new_tokens": int(max_new_tokens), "prompts": []}
     with torch.inference_mode():

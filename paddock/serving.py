@@ -6,6 +6,7 @@ target can check or stop it without the process that started it.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from paddock import crud
@@ -14,13 +15,37 @@ from paddock.config import get_settings
 if TYPE_CHECKING:
     from deployments import ServingBackend
 
-__all__ = ["current_backend", "stop_serving", "dead_server_log"]
+__all__ = ["current_backend", "stop_serving", "dead_server_log", "head_start", "drop_head_start"]
+
+log = logging.getLogger(__name__)
 
 
 def current_backend() -> ServingBackend:
     from blocks import serving_target  # configuration, loaded only when serving is touched
 
     return serving_target().open(log_dir=get_settings().log_dir)
+
+
+def head_start(submission_id: str) -> None:
+    """Start what the submission's server needs before its bundle exists, where the
+    backend can (the local one: a spare interpreter importing vLLM while the bundle is
+    serialized and uploaded). A head start that fails costs the run nothing: its deploy
+    starts the server the ordinary way."""
+    prestart = getattr(current_backend(), "prestart", None)
+    if prestart is None:
+        return
+    try:
+        prestart(submission_id)
+    except Exception:
+        log.warning("no head start for %s's server", submission_id, exc_info=True)
+
+
+def drop_head_start(submission_id: str) -> None:
+    """End a head start the run did not use (it failed before deploy, or deployed
+    without it)."""
+    from deployments import spares
+
+    spares.discard(submission_id)
 
 
 def stop_serving(submission_id: str) -> bool:

@@ -56,16 +56,21 @@ def _warm(endpoint: Endpoint, sub: Submission) -> list[float]:
 @stage("warmup", retries=2)
 def warmup(submission_id: str, endpoint: Endpoint) -> WarmedUp:
     sub = crud.require_submission(submission_id=submission_id)
-    try:
-        latencies = _warm(endpoint, sub)
-    except httpx.HTTPError as exc:
-        tail = dead_server_log(submission_id)
-        if tail is not None:
-            raise TransientError(
-                f"the model server died during warm-up ({exc}); its log ends:\n{tail}"
-            ) from exc
-        raise TransientError(f"warm-up requests to {endpoint.url} failed: {exc}") from exc
-    report = check_parity(endpoint.url, endpoint.model, sub.reference or {})
+    # The parity prompts go out with the warm-up messages (the pool waits for them on
+    # leaving): a server's first request with log-probs pays a one-off start-up of that
+    # path (~2 s on CPU), and the engine batches everything sent together.
+    with ThreadPoolExecutor(max_workers=1) as side:
+        parity = side.submit(check_parity, endpoint.url, endpoint.model, sub.reference or {})
+        try:
+            latencies = _warm(endpoint, sub)
+        except httpx.HTTPError as exc:
+            tail = dead_server_log(submission_id)
+            if tail is not None:
+                raise TransientError(
+                    f"the model server died during warm-up ({exc}); its log ends:\n{tail}"
+                ) from exc
+            raise TransientError(f"warm-up requests to {endpoint.url} failed: {exc}") from exc
+    report = parity.result()
     if not report.ok:
         raise Rejected(
             "the deployed model does not reproduce the checked model's greedy tokens "

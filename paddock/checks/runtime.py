@@ -84,5 +84,4 @@ def runtime_checks(
         out = model(torch.tensor([[1, 2, 3]]))
     if not torch.isfinite(out.logits).all():
         raise Rejected("a forward pass produced NaN or infinite logits; check the weights")
-    del model
-    return reference_from_model(model_dir, REFERENCE_PROMPTS, max_new_tokens)
+    return reference_from_model(model_dir, REFERENCE_PROMPTS, max_new_tokens, model=model)

@@ -89,6 +89,7 @@ def servers(tiny_bundle: Path, bad_bundle: Path, log_dir: Path):
         max_model_len=512,
         generation_defaults={"temperature": 0.0},
     )
+    backend.prestart("sub-tiny")  # the shared server is a spare interpreter handed over
     handle = backend.start(spec)
     first_status = backend.status(handle)
 
@@ -165,6 +166,8 @@ def test_ready_and_chat(server) -> None:
     # (multiprocessing's spawn entry point, a second import of torch and vLLM).
     argvs = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in group_members(handle["pgid"])]
     assert len(argvs) >= 2 and not [a for a in argvs if b"multiprocessing" in a], argvs
+    # ...and the API server is the spare interpreter the fixture started ahead of it
+    assert b"paddock_serving.spare" in Path(f"/proc/{handle['pid']}/cmdline").read_bytes()
     # Four samples and no temperature: vLLM refuses n > 1 only for greedy sampling, so
     # the refusal shows the served default (temperature 0) applied, not vLLM's own 1.0.
     plain = httpx.post(

@@ -19,9 +19,11 @@ needs_vllm = pytest.mark.skipif(
 
 
 def vllm_processes() -> list[str]:
-    """Command lines of live vLLM API servers on this machine."""
+    """Command lines of live vLLM API servers on this machine, spare interpreters (which
+    become servers) included."""
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "vllm.entrypoints.openai.api_server" in line]
+    marks = ("vllm.entrypoints.openai.api_server", "paddock_serving.spare")
+    return [line for line in out.splitlines() if any(m in line for m in marks)]
 
 
 def pid_alive(pid: int) -> bool:
