@@ -4,9 +4,9 @@ The flow body is the pipeline: each stage is a task (tasks/) that records itself
 retries transient faults; the stress stage is a subflow. Once the static checks pass,
 the server gets a head start (a local backend imports vLLM meanwhile). The runtime checks
 run beside serialize, upload and deploy and are joined before warm-up
-(tasks/alongside.py: checks that fail stop the deploy). From upload on, a failure that survives its retries rolls the
-run back — the server stopped, the upload taken back — so a failed submission leaves
-nothing behind.
+(tasks/alongside.py: checks that fail stop the deploy). From upload on, a failure that
+survives its retries rolls the run back — the server stopped, the upload taken back — so
+a failed submission leaves nothing behind.
 """
 
 from __future__ import annotations
