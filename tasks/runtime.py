@@ -8,7 +8,10 @@ once the main line has stopped (`discard_refused`), not here.
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from paddock import crud
 from paddock.checks import runtime_checks
@@ -32,10 +35,26 @@ def _has_reference(submission_id: str, referenced: Referenced) -> bool:
     return sub is not None and bool(sub.reference)
 
 
+@contextmanager
+def _beside_the_main_line() -> Iterator[None]:
+    """Torch limited to half the cores while the checks run: the main line beside them
+    (serialize, upload, the server's start) is the critical path and needs the rest,
+    and the checks have until warm-up to finish."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // 2))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @stage("runtime", retries=0, still_valid=_has_reference)
 def runtime(submission_id: str, snapshot: Snapshot) -> Referenced:
     """The sanity stage scanned the values already; this loads and generates."""
-    reference = runtime_checks(snapshot.path, values_checked=True)
+    with _beside_the_main_line():
+        reference = runtime_checks(snapshot.path, values_checked=True)
     crud.set_reference(submission_id=submission_id, reference=reference)
     return Referenced(
         prompts=len(reference["prompts"]), max_new_tokens=int(reference["max_new_tokens"])
