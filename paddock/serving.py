@@ -31,11 +31,10 @@ def head_start(submission_id: str) -> None:
     backend can (the local one: a spare interpreter importing vLLM while the bundle is
     serialized and uploaded). A head start that fails costs the run nothing: its deploy
     starts the server the ordinary way."""
-    prestart = getattr(current_backend(), "prestart", None)
-    if prestart is None:
-        return
     try:
-        prestart(submission_id)
+        prestart = getattr(current_backend(), "prestart", None)
+        if prestart is not None:
+            prestart(submission_id)
     except Exception:
         log.warning("no head start for %s's server", submission_id, exc_info=True)
 
