@@ -19,13 +19,17 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from kubernetes import client
 
-from paddock import accounts, crud
+from deployments.kubernetes import KubernetesBackend
+from paddock import accounts, crud, waking
 from paddock.config import get_settings, reset_settings
 from paddock.db import session_scope
 from paddock.models import Status, Submission, utcnow
 from paddock.testkit.ports import free_port
 from tests.chat.fakes import ChatFakeServer
+from tests.deployments.kube import FAST_RETRY, NS, KmockThread
+from tests.deployments.kube import k8s as k8s  # a fixture, for the router's parked models
 
 Deploy = Callable[..., Submission]
 
@@ -168,3 +172,28 @@ def fresh_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     """Probe a model marked down on every routing decision (no waiting between probes)."""
     monkeypatch.setenv("PADDOCK_ROUTER_REPROBE_S", "0")
     reset_settings()
+
+
+# ------------------------------------------------------------ models parked on Kubernetes
+
+
+@pytest.fixture
+def backend(k8s: KmockThread) -> Iterator[KubernetesBackend]:
+    """The Kubernetes backend on kmock, allowed to park models at zero replicas."""
+    configuration = client.Configuration()
+    configuration.host = k8s.url
+    with client.ApiClient(configuration) as api_client:
+        yield KubernetesBackend(
+            namespace=NS,
+            api_client=api_client,
+            retry=FAST_RETRY,
+            min_replicas=0,  # paddock may park these models
+            max_replicas=2,
+        )
+
+
+@pytest.fixture
+def waker(backend: KubernetesBackend) -> waking.Waker:
+    """A waker whose "kubernetes" backend is the one on kmock (the process default opens
+    it from the kubeconfig); no cache, so every decision asks the API."""
+    return waking.Waker(opener=lambda name: backend if name == "kubernetes" else None, cache_s=0)

@@ -13,12 +13,10 @@ import contextlib
 import json
 import re
 import threading
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import httpx
 import pytest
-from kubernetes import client
 
 from deployments.kubernetes import KubernetesBackend
 from paddock import availability, crud, verdicts, waking
@@ -30,36 +28,6 @@ from tests.chat.fakes import ChatFakeServer
 from tests.deployments.kube import FAST_RETRY, NS, KmockThread, make_spec
 
 POLICY = RoutePolicy(target_feedback=3, probe_timeout_s=0.5, reprobe_s=0.0)
-
-
-@pytest.fixture
-def k8s() -> Iterator[KmockThread]:
-    server = KmockThread().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def backend(k8s: KmockThread) -> Iterator[KubernetesBackend]:
-    configuration = client.Configuration()
-    configuration.host = k8s.url
-    with client.ApiClient(configuration) as api_client:
-        yield KubernetesBackend(
-            namespace=NS,
-            api_client=api_client,
-            retry=FAST_RETRY,
-            min_replicas=0,  # paddock may park these models
-            max_replicas=2,
-        )
-
-
-@pytest.fixture
-def waker(backend: KubernetesBackend) -> waking.Waker:
-    """A waker whose "kubernetes" backend is the one on kmock (the process default opens
-    it from the kubeconfig); no cache, so every decision asks the API."""
-    return waking.Waker(opener=lambda name: backend if name == "kubernetes" else None, cache_s=0)
 
 
 def park(deploy: Deploy, backend: KubernetesBackend, endpoint: str, *, name: str) -> str:

@@ -14,14 +14,7 @@ from deployments.kubernetes import KubernetesBackend
 from paddock import waking
 from paddock.api.app import create_app
 from tests.chat.conftest import Api, Deploy, make_dev
-from tests.chat.test_router_wake import (  # noqa: F401 — fixtures
-    backend,
-    deployment_name,
-    k8s,
-    park,
-    waker,
-    wakes,
-)
+from tests.chat.test_router_wake import deployment_name, park, wakes
 from tests.deployments.kube import KmockThread
 
 DEAD = "http://127.0.0.1:9"
@@ -30,8 +23,8 @@ DEAD = "http://127.0.0.1:9"
 @pytest.fixture
 def parked(
     deploy: Deploy,
-    backend: KubernetesBackend,  # noqa: F811
-    waker: waking.Waker,  # noqa: F811
+    backend: KubernetesBackend,
+    waker: waking.Waker,
     monkeypatch: pytest.MonkeyPatch,
 ) -> str:
     """The only served model, parked; the API process's waker reads kmock."""
@@ -48,7 +41,7 @@ def _waiting(resp: httpx.Response) -> None:
 def test_an_auto_completion_is_told_to_retry_while_the_model_wakes(
     parked: str,
     api: Api,
-    k8s: KmockThread,  # noqa: F811
+    k8s: KmockThread,
 ) -> None:
     body = {"model": "auto", "messages": [{"role": "user", "content": "Hi"}]}
     with api.client() as http:
@@ -60,7 +53,7 @@ def test_an_auto_completion_is_told_to_retry_while_the_model_wakes(
 def test_the_route_a_developer_asks_about_says_retry_while_the_model_wakes(
     parked: str,
     api: Api,
-    k8s: KmockThread,  # noqa: F811
+    k8s: KmockThread,
 ) -> None:
     dev = make_dev("dana")
     with api.client(dev.key) as http:

@@ -9,15 +9,7 @@ from kubernetes import client
 
 from deployments.kubernetes import KubernetesBackend
 from tests.deployments.kube import FAST_RETRY, NS, KmockThread
-
-
-@pytest.fixture
-def k8s() -> Iterator[KmockThread]:
-    server = KmockThread().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.deployments.kube import k8s as k8s  # a fixture, for the tests here
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ import concurrent.futures
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kmock
+import pytest
 from kubernetes import client
 
 from deployments.base import ServeSpec
@@ -162,3 +163,13 @@ def add_pod(api_client: client.ApiClient, name: str, pod_name: str, status: dict
     core = client.CoreV1Api(api_client)
     core.create_namespaced_pod(NS, pod)
     core.patch_namespaced_pod_status(pod_name, NS, {"status": status})
+
+
+@pytest.fixture
+def k8s() -> Iterator[KmockThread]:
+    """A fresh kmock for one test (the Kubernetes tests' and the router's)."""
+    server = KmockThread().start()
+    try:
+        yield server
+    finally:
+        server.stop()
