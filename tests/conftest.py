@@ -27,6 +27,9 @@ from paddock.config import reset_settings  # noqa: E402
 
 reset_settings()
 
+from tests.utils.databases import database as database  # noqa: E402  (fixtures for every test)
+from tests.utils.databases import pg_url as pg_url  # noqa: E402
+
 CACHE = Path(os.environ.get("PADDOCK_TEST_CACHE", Path.home() / ".cache" / "paddock-tests"))
 
 

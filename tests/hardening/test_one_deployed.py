@@ -15,7 +15,7 @@ from paddock.db import session_scope
 from paddock.models import Status, Submission
 from tests.hardening.conftest import Hardening
 from tests.hardening.security_fixtures import deploy_model, settings_env, stand_in_process
-from tests.hardening.test_races import _race, database, pg_url  # noqa: F401 — fixtures
+from tests.hardening.test_races import _race
 from tests.utils.vllm import pid_alive
 
 
@@ -44,7 +44,7 @@ def _statuses(ids: list[str]) -> dict[str, Status]:
 
 
 def test_of_a_developers_models_publishing_at_once_exactly_one_stays_live(
-    database: str,  # noqa: F811
+    database: str,
     hardening: Hardening,
 ) -> None:
     ids = _ready_to_publish("dana", 6)
@@ -75,7 +75,7 @@ def test_of_a_developers_models_publishing_at_once_exactly_one_stays_live(
     )
 
 
-def test_without_a_limit_every_model_stays_live(database: str) -> None:  # noqa: F811
+def test_without_a_limit_every_model_stays_live(database: str) -> None:
     ids = _ready_to_publish("dana", 3)
     for i, sid in enumerate(ids):
         assert lifecycle.publish(sid, f"http://m{i}") == []

@@ -21,38 +21,13 @@ from sqlmodel import col, select
 
 from paddock import accounts, crud, leases, submissions
 from paddock.config import reset_settings
-from paddock.db import init_db, session_scope
+from paddock.db import session_scope
 from paddock.dispatch import Run
 from paddock.models import RunLease, Status, Submission, utcnow
-from paddock.testkit import postgres
 from paddock.testkit.ports import free_port
 from tests.hardening.conftest import Hardening
 
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    if not postgres.available():
-        pytest.skip("no Postgres binaries (apt-get install postgresql)")
-    with postgres.PostgresServer() as server:
-        yield server.url
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[str]:
-    if request.param == "postgres":
-        url = request.getfixturevalue("pg_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'races.db'}"
-    monkeypatch.setenv("PADDOCK_DATABASE_URL", url)
-    reset_settings()
-    init_db()  # before any race: two threads creating one engine's tables at once collide
-    yield url
-    monkeypatch.delenv("PADDOCK_DATABASE_URL")
-    reset_settings()
 
 
 def _race(n: int, fn: Callable[[int], T]) -> tuple[list[T], list[BaseException]]:

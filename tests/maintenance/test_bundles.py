@@ -13,10 +13,8 @@ import pytest
 from sqlalchemy import event
 
 from paddock import bundles, crud
-from paddock.config import reset_settings
 from paddock.models import Status
 from paddock.storage import LocalStore, S3Store, Store
-from paddock.testkit import postgres
 from tests.maintenance.seeding import hold, put_bundle, submission
 
 
@@ -111,30 +109,6 @@ def test_local_archive_is_a_move_into_the_archive_directory(tmp_path: Path) -> N
 
 
 # --------------------------------------------------------------------------- races
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    if not postgres.available():
-        pytest.skip("no Postgres binaries (apt-get install postgresql; .ci/run does this)")
-    with postgres.PostgresServer() as server:
-        yield server.url
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[str]:
-    url = (
-        request.getfixturevalue("pg_url")
-        if request.param == "postgres"
-        else f"sqlite:///{tmp_path / 'race.db'}"
-    )
-    monkeypatch.setenv("PADDOCK_DATABASE_URL", url)
-    reset_settings()
-    yield url
-    monkeypatch.delenv("PADDOCK_DATABASE_URL")
-    reset_settings()
 
 
 class CountingStore(LocalStore):

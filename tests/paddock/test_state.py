@@ -3,39 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from paddock import crud, lifecycle
-from paddock.config import reset_settings
 from paddock.errors import IllegalTransition, NotFound
 from paddock.models import Status
-from paddock.testkit import postgres
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    if not postgres.available():
-        pytest.skip("no Postgres binaries (apt-get install postgresql; .ci/run does this)")
-    with postgres.PostgresServer() as server:
-        yield server.url
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[str]:
-    if request.param == "postgres":
-        url = request.getfixturevalue("pg_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-    monkeypatch.setenv("PADDOCK_DATABASE_URL", url)
-    reset_settings()
-    yield url
-    monkeypatch.delenv("PADDOCK_DATABASE_URL")
-    reset_settings()
 
 
 def _new() -> str:
