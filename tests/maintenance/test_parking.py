@@ -17,14 +17,7 @@ from deployments.kubernetes import KubernetesBackend
 from paddock import conversations, crud, maintenance, verdicts, waking
 from paddock.maintenance import parking
 from paddock.models import ConversationMode, Status, utcnow
-from tests.chat.test_router_wake import (  # noqa: F401 — fixtures
-    backend,
-    deployment_name,
-    k8s,
-    replicas,
-    route,
-    wakes,
-)
+from tests.chat.test_router_wake import deployment_name, replicas, route, wakes
 from tests.deployments.kube import KmockThread, make_spec
 from tests.maintenance.conftest import Serve
 from tests.maintenance.seeding import (
@@ -42,7 +35,7 @@ DEAD = "http://127.0.0.1:9"  # a parked model's pods answer nothing
 
 @pytest.fixture
 def kube(
-    backend: KubernetesBackend,  # noqa: F811
+    backend: KubernetesBackend,
     monkeypatch: pytest.MonkeyPatch,
 ) -> KubernetesBackend:
     """The cleanup's "kubernetes" backend is the one on kmock (the process default opens
@@ -68,7 +61,7 @@ def on_kubernetes(kube: KubernetesBackend, *, name: str, chatted_h: float) -> st
 @pytest.mark.usefixtures("prefect_harness")
 def test_an_idle_kubernetes_model_is_parked_once_and_the_router_wakes_it(
     kube: KubernetesBackend,
-    k8s: KmockThread,  # noqa: F811
+    k8s: KmockThread,
     serve: Serve,
 ) -> None:
     from flows.maintenance import cleanup
