@@ -50,6 +50,7 @@ __all__ = ["LocalBackend", "DEFAULT_PYTHON"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PYTHON = REPO_ROOT / ".venv-serving/bin/python"
 
+_SERVER = ("-m", "vllm.entrypoints.openai.api_server")  # what a server process runs
 _BIND_FAILURES = ("Address already in use", "[Errno 98]")
 # uvicorn's line once the app is serving: the moment to probe, rather than the next tick.
 _UP_MARKER = b"Application startup complete"
@@ -127,7 +128,7 @@ class LocalBackend:
         if not (model_dir / "config.json").is_file():
             raise BackendError(f"no config.json in vLLM's model directory {model_dir}")
         cmd = [
-            str(self.python), "-m", "vllm.entrypoints.openai.api_server",
+            str(self.python), *_SERVER,
             "--host", self.host,
             "--port", str(port),
             "--model", str(model_dir),
@@ -204,7 +205,6 @@ class LocalBackend:
         while its bundle is made (`deployments.spares`). Does nothing without the
         serving environment; `start` works the same either way."""
         if self.python.exists():
-            self.log_dir.mkdir(parents=True, exist_ok=True)
             spares.start(submission_id, self.python, self._server_env(child_env()), self.log_dir)
 
     def _from_spare(
@@ -216,7 +216,7 @@ class LocalBackend:
         if proc is None:
             return None
         try:
-            spares.hand_over(proc, cmd[3:], env, cwd, log)  # after `python -m MODULE`
+            spares.hand_over(proc, cmd[1 + len(_SERVER) :], env, cwd, log)  # its arguments
         except OSError:
             return None
         return proc
