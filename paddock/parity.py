@@ -21,6 +21,7 @@ The control plane never imports vLLM: this module talks HTTP (httpx).
 
 from __future__ import annotations
 
+import inspect
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -256,18 +257,19 @@ def reference_from_model(
     if model is None:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
+    cache_name = _cache_keyword(model)
     out: dict[str, Any] = {"max_new_tokens": int(max_new_tokens), "prompts": []}
     with torch.inference_mode():
         for text in prompts:
             ids = _chat_ids(tok, text)
             input_ids = torch.tensor([ids], dtype=torch.long)
-            past = None
+            cache = None
             tokens: list[int] = []
             logprobs: list[float] = []
             margins: list[float] = []
             for _ in range(max_new_tokens):
-                res = model(input_ids=input_ids, past_key_values=past, use_cache=True)
-                past = res.past_key_values
+                res = model(input_ids=input_ids, use_cache=True, **{cache_name: cache})
+                cache = getattr(res, cache_name)
                 lp = torch.log_softmax(res.logits[0, -1].float(), dim=-1)
                 top = torch.topk(lp, 2)
                 chosen = int(top.indices[0])
@@ -285,6 +287,16 @@ def reference_from_model(
                 }
             )
     return out
+
+
+def _cache_keyword(model: Any) -> str:
+    """The name the model's forward takes its KV cache under, and returns it as.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name still works
+    but warns, and is to go in 5.40), so the loop asks the model rather than assuming.
+    """
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _chat_ids(tok: Any, text: str) -> list[int]:

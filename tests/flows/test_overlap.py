@@ -209,13 +209,17 @@ def test_the_checks_run_beside_the_main_line_and_are_joined_before_warmup(
 ) -> None:
     source = _source(paddock_home, tiny_model, "good")
     sub = crud.create_submission(developer="t", source=source, display_name="overlap-ok")
-    # The checks start once serialize has, and the server is ready once they are done:
-    # their span lies inside the main line's by construction, not by luck.
+    # The checks start once serialize has, and the server is ready once their stage is
+    # recorded as done (not merely once the check function returned: the stage still
+    # writes the reference after that): their span lies inside the main line's by
+    # construction, not by luck.
     checks.until = _started(sub.id, "serialize")
 
     def ready_when_checked() -> None:
         deadline = time.monotonic() + 120
-        while checks.ended_at is None and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not any(
+            r.status is StageStatus.succeeded for r in _rows(sub.id, "runtime")
+        ):
             time.sleep(0.02)
         backend.proceed.set()
 
