@@ -5,8 +5,11 @@ Each variant starts the same bundle through `deployments.local.LocalBackend`; th
 ready) come from `deployments.startup`, i.e. from vLLM's own log lines. Rounds rotate the
 variants' order so none always gets the warmest caches, and every ratio is taken within a
 round (variant / baseline of the same round) before the median, so drift on a shared
-machine cancels. After each start a short load (``--serve`` requests at concurrency 4,
-32 tokens each) checks that a faster start does not cost decoding speed.
+machine cancels. After each start, the first request asking for log-probs (as warm-up's
+parity check does) is timed — unless the serving plugin made it eager, vLLM compiles its
+rank kernel on it (``1st lp s``) — and a short load
+(``--serve`` requests at concurrency 4, 32 tokens each) checks that a faster start does
+not cost decoding speed.
 
 Variants:
 
@@ -19,9 +22,11 @@ Variants:
   max_seqs     --max-num-seqs 4 (the cpu stress profile's top concurrency)
   fork_engine  the engine-core process forked from the API server instead of spawned (the
                serving plugin undoes the CPU platform's forced spawn): one import fewer
+  eager_ranks  log-prob ranks counted eagerly, not by the kernel vLLM compiles on the first
+               request asking for log-probs (the serving plugin's `eager_ranks`)
   combined     all of the above
   default      LocalBackend() as configured now (ready_watch + in_process + fork_engine +
-               kv_fit)
+               eager_ranks + kv_fit)
   spare        default, with a spare interpreter started 12 s before (about what serialize
                and upload give SmolLM2 in the pipeline; here nothing competes with its
                imports, so this is the head start's best case): ready counts from the
@@ -44,6 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -58,7 +65,12 @@ from paddock.stress.profiles import LoadProfile  # noqa: E402
 
 CACHE = Path(os.environ.get("PADDOCK_MODEL_CACHE", Path.home() / ".cache/paddock/models"))
 BASELINE = dict(
-    kv_cache_gib=1, ready_poll_s=0.5, watch_log=False, engine_in_process=False, fork_engine=False
+    kv_cache_gib=1,
+    ready_poll_s=0.5,
+    watch_log=False,
+    engine_in_process=False,
+    fork_engine=False,
+    eager_ranks=False,
 )
 
 
@@ -79,11 +91,13 @@ VARIANTS: dict[str, Variant] = {
     "kv_fit": Variant({"kv_cache_gib": None}),
     "max_seqs": Variant({"max_num_seqs": 4}),
     "fork_engine": Variant({"fork_engine": True}),
+    "eager_ranks": Variant({"eager_ranks": True}),
     "combined": Variant(
         {
             "watch_log": True,
             "engine_in_process": True,
             "fork_engine": True,
+            "eager_ranks": True,
             "kv_cache_gib": None,
             "max_num_seqs": 4,
         }
@@ -109,6 +123,7 @@ def one_start(
     try:
         backend.wait_ready(handle, timeout=timeout)
         out: dict[str, Any] = {"ready_s": time.monotonic() - t0, **handle.get("startup", {})}
+        out["first_logprobs_s"] = first_logprobs(handle["endpoint"], spec.served_name)
         if serve:
             profile = LoadProfile(
                 kind="concurrent",
@@ -131,6 +146,14 @@ def one_start(
             raise RuntimeError(f"vLLM processes left behind: {left}")
 
 
+def first_logprobs(endpoint: str, model: str) -> float:
+    """Seconds for the server's first request asking for log-probs (8 tokens)."""
+    body = {"model": model, "prompt": "Hello", "max_tokens": 8, "logprobs": 2, "temperature": 0}
+    t0 = time.monotonic()
+    httpx.post(f"{endpoint}/v1/completions", json=body, timeout=120).raise_for_status()
+    return time.monotonic() - t0
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -141,6 +164,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, floa
     table: dict[str, dict[str, float]] = {}
     for name, rs in runs.items():
         row: dict[str, float] = {"ready_s": _median([r["ready_s"] for r in rs])}
+        row["first_logprobs_s"] = _median([r["first_logprobs_s"] for r in rs])
         for part in PARTS:
             row[part] = _median([r.get("parts", {}).get(part, 0.0) for r in rs])
         if rs and "tpot_ms" in rs[0]:
@@ -167,6 +191,7 @@ def print_table(model: str, table: dict[str, dict[str, float]], rounds: int) -> 
         "http_ready": "http",
     }
     head = f"{'variant':<12}{'ready s':>8}{'×base':>7}" + "".join(f"{short[p]:>6}" for p in PARTS)
+    head += f"{'1st lp s':>9}"
     serve = any("tpot_ms" in r for r in table.values())
     if serve:
         head += f"{'TPOT ms':>9}{'×base':>7}{'TTFT ms':>9}"
@@ -176,6 +201,7 @@ def print_table(model: str, table: dict[str, dict[str, float]], rounds: int) -> 
     for name, r in table.items():
         line = f"{name:<12}{r['ready_s']:>8.1f}{r.get('ready_ratio', float('nan')):>7.2f}"
         line += "".join(f"{r[p]:>6.1f}" for p in PARTS)
+        line += f"{r['first_logprobs_s']:>9.2f}"
         if serve:
             line += (
                 f"{r.get('tpot_ms', float('nan')):>9.1f}{r.get('tpot_ratio', float('nan')):>7.2f}"

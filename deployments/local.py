@@ -70,6 +70,7 @@ class LocalBackend:
         max_num_seqs: int | None = None,
         engine_in_process: bool = True,
         fork_engine: bool = True,
+        eager_ranks: bool = True,
         stop_grace: float = 15.0,
         s3_access_key: str | None = None,
         s3_secret_key: str | None = None,
@@ -86,6 +87,7 @@ class LocalBackend:
         self.max_num_seqs = max_num_seqs
         self.engine_in_process = engine_in_process
         self.fork_engine = fork_engine
+        self.eager_ranks = eager_ranks
         self.stop_grace = stop_grace
         self.ready_poll_s = ready_poll_s
         self.watch_log = watch_log
@@ -238,6 +240,10 @@ class LocalBackend:
             # The engine-core process forked from the API server, not spawned: one import
             # of torch and vLLM fewer (the serving plugin's `engine_fork`).
             env["PADDOCK_VLLM_ENGINE_FORK"] = "1"
+        if self.eager_ranks:
+            # Log-prob ranks counted eagerly, not by a kernel vLLM would compile on the
+            # first request asking for log-probs (the serving plugin's `eager_ranks`).
+            env["PADDOCK_VLLM_EAGER_RANKS"] = "1"
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("DO_NOT_TRACK", "1")
         env.setdefault("HF_HUB_OFFLINE", "1")

@@ -325,9 +325,12 @@ def test_a_founding_run_leaks_no_secret(platform: Platform, tmp_path: Path) -> N
         environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
         assert_absent(f"/proc/{pid}/environ", environ, platform)
         names = {v.split("=", 1)[0] for v in environ.split("\0") if v}
-        # paddock's settings stay behind; the one PADDOCK_ name is the serving plugin's switch
+        # paddock's settings stay behind; the PADDOCK_ names left are the serving plugin's switches
         assert "HF_TOKEN" not in environ
-        assert {n for n in names if n.startswith("PADDOCK_")} <= {"PADDOCK_VLLM_ENGINE_FORK"}
+        assert {n for n in names if n.startswith("PADDOCK_")} <= {
+            "PADDOCK_VLLM_ENGINE_FORK",
+            "PADDOCK_VLLM_EAGER_RANKS",
+        }
     # The one place the store's keys are: the server's private ~/.s3cfg.
     home = Path(handle["home"])
     cfg = home / ".s3cfg"
