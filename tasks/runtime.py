@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from paddock import crud
 from paddock.checks import runtime_checks
@@ -22,8 +20,6 @@ from paddock.contracts import Handoff, Snapshot
 from tasks.stage import stage
 
 __all__ = ["Referenced", "runtime", "discard_refused"]
-
-T = TypeVar("T")
 
 
 class Referenced(Handoff):
@@ -39,37 +35,26 @@ def _has_reference(submission_id: str, referenced: Referenced) -> bool:
     return sub is not None and bool(sub.reference)
 
 
-# How much less CPU the checks get than the main line when both want it (Linux niceness,
-# for one thread). The main line (serialize, upload, the server's start) is the critical
-# path; the checks have until warm-up, and the server's start leaves a core to them.
-NICENESS = 10
-
-
-def _beside_the_main_line(check: Callable[[], T]) -> T:
-    """``check()`` on half the cores, in a thread of its own at a lower priority.
-
-    The thread lives only as long as the check: a process may lower a thread's priority
-    but not raise it back, so no pooled thread may keep it.
-    """
+@contextmanager
+def _beside_the_main_line() -> Iterator[None]:
+    """Torch limited to half the cores while the checks run: the main line beside them
+    (serialize, upload, the server's start) is the critical path and needs the rest,
+    and the checks have until warm-up to finish."""
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // 2))
     try:
-        with ThreadPoolExecutor(1, "runtime-checks", initializer=_yield_cpu) as pool:
-            return pool.submit(check).result()
+        yield
     finally:
         torch.set_num_threads(before)
-
-
-def _yield_cpu() -> None:
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
 
 
 @stage("runtime", retries=0, still_valid=_has_reference)
 def runtime(submission_id: str, snapshot: Snapshot) -> Referenced:
     """The sanity stage scanned the values already; this loads and generates."""
-    reference = _beside_the_main_line(lambda: runtime_checks(snapshot.path, values_checked=True))
+    with _beside_the_main_line():
+        reference = runtime_checks(snapshot.path, values_checked=True)
     crud.set_reference(submission_id=submission_id, reference=reference)
     return Referenced(
         prompts=len(reference["prompts"]), max_new_tokens=int(reference["max_new_tokens"])
