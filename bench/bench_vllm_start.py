@@ -6,10 +6,9 @@ ready) come from `deployments.startup`, i.e. from vLLM's own log lines. Rounds r
 variants' order so none always gets the warmest caches, and every ratio is taken within a
 round (variant / baseline of the same round) before the median, so drift on a shared
 machine cancels. After each start, the first request asking for log-probs (as warm-up's
-parity check does) is timed — unless the serving plugin made it eager, vLLM compiles its
-rank kernel on it (``1st lp s``) — and a short load
-(``--serve`` requests at concurrency 4, 32 tokens each) checks that a faster start does
-not cost decoding speed.
+parity check does) is timed (``1st lp s``: unless the serving plugin counts ranks eagerly,
+vLLM compiles its rank kernel on it), and a short load (``--serve`` requests at
+concurrency 4, 32 tokens each) checks that a faster start does not cost decoding speed.
 
 Variants:
 

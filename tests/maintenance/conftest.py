@@ -17,7 +17,7 @@ import pytest
 from paddock import crud
 from paddock.config import reset_settings
 from tests.chat.conftest import backend as backend  # kmock's Kubernetes, models parkable
-from tests.chat.conftest import k8s as k8s
+from tests.deployments.kube import k8s as k8s
 
 Serve = Callable[[str], int]
 
