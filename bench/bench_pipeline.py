@@ -12,6 +12,9 @@ would, in two modes:
                its environment — the worker's flow runs inherit them; the command is
                pointed at the stack's API (PADDOCK_API_URL, a developer key), so the run
                is a flow run of the ``submission`` deployment on the worker
+    streamed   (not by default) the same stack with the serving target's ``local_copy``
+               off: the server streams the tensors back from the store instead of mapping
+               the copy its run serialized here — that change measured within one run
 
 The wall clock starts before the command is spawned and the submission is deployed when
 its publish stage ends; the breakdown splits that interval into consecutive parts, so the
@@ -41,7 +44,7 @@ would make the next identical submission skip its upload. Every submission is to
 after its run and ``paddock down`` runs at the end whatever happens.
 
     .venv/bin/python bench/bench_pipeline.py [--runs 3] [--skip-smollm2]
-        [--modes embedded stack] [--store local|s3] [--json]
+        [--modes embedded stack streamed] [--store local|s3] [--json]
 
 ``--json`` prints the same figures (medians, ratios, and every run) as JSON instead of
 the table.
@@ -86,7 +89,8 @@ from paddock.testkit.tiny_model import build_tiny_llama  # noqa: E402
 STAGES = [s.name for s in lifecycle.STAGES]
 # Stages that run beside others (off the critical path): timed, but not in the sum.
 ALONGSIDE = {s.name for s in lifecycle.STAGES if getattr(s, "alongside", ())}
-MODES = ("embedded", "stack")
+MODES = ("embedded", "stack", "streamed")
+STACKED = ("stack", "streamed")  # the modes that run on the stack
 CACHE = Path(os.environ.get("PADDOCK_MODEL_CACHE", Path.home() / ".cache/paddock/models"))
 BUCKET = "bench"
 PRE_STAGE = [
@@ -277,6 +281,20 @@ class Stack:
     prefect_api: str
     ports: tuple[int, int]
     up_s: float
+    _local_copy: bool = True  # the serving target's, as `paddock up` seeded it
+
+    def local_copy(self, on: bool) -> None:
+        """Set the serving target's ``local_copy`` on the stack's Prefect (the next flow
+        run loads the block afresh); outside any run's clock."""
+        if on == self._local_copy:
+            return
+        code = (
+            "from blocks import serving_target; from blocks.defaults import SERVING; "
+            f"t = serving_target(); t.local_copy = {on}; t.save(SERVING, overwrite=True)"
+        )
+        env = {**self.env, "PREFECT_API_URL": self.prefect_api}
+        subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True, timeout=120)
+        self._local_copy = on
 
 
 def _listening(port: int) -> bool:
@@ -417,7 +435,7 @@ def run_one(
             out["error"] = (done.stderr or done.stdout or "")[-2000:]
             return out
         sid = report["id"]
-        if mode == "stack":
+        if mode in STACKED:
             assert prefect_api is not None
             marks = _flow_run_marks(prefect_api, sid)
         else:
@@ -492,15 +510,16 @@ def print_table(summaries: dict[str, dict[str, dict[str, Any]]], caption: str) -
         for mode in by_mode:
             table.add_column(f"{short}\n{mode}", justify="right")
             cols.append((repo, mode))
-        if len(by_mode) == 2:
-            table.add_column(f"{short}\nstack/emb.", justify="right")
-            cols.append((repo, "ratio"))
+        for other in ("embedded", "streamed"):
+            if {"stack", other} <= set(by_mode):
+                table.add_column(f"{short}\nstack/{other[:4]}.", justify="right")
+                cols.append((repo, f"ratio:{other}"))
 
     def cells(get: Any, fmt: str = "{:.1f}") -> list[str]:
         out: list[str] = []
         for repo, mode in cols:
-            if mode == "ratio":
-                a, b = get(summaries[repo]["stack"]), get(summaries[repo]["embedded"])
+            if mode.startswith("ratio:"):
+                a, b = get(summaries[repo]["stack"]), get(summaries[repo][mode[6:]])
                 out.append(f"{_ratio(a, b):.2f}" if a and b else "")
             else:
                 value = get(summaries[repo][mode])
@@ -559,7 +578,7 @@ def main() -> None:
     parser.add_argument("--skip-smollm2", action="store_true")
     parser.add_argument("--store", choices=["local", "s3"], default="s3")
     parser.add_argument("--runs", type=int, default=3, help="submissions per model and mode")
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=["embedded", "stack"])
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--save", type=Path, help="also write the JSON figures to this file")
     args = parser.parse_args()
@@ -585,14 +604,16 @@ def main() -> None:
         s3.create_bucket(BUCKET)
         for repo, model_dir in models:
             hub.add_model(repo, model_dir)
-        with _maybe_stack("stack" in modes, Path(tmp), hub, s3, args.store) as stack:
+        wanted = any(m in STACKED for m in modes)
+        with _maybe_stack(wanted, Path(tmp), hub, s3, args.store) as stack:
             up_s = stack.up_s if stack else None
             for i in range(args.runs):
                 # Models and modes alternate within a round, so drift hits both.
                 for repo, _ in models if i % 2 == 0 else models[::-1]:
                     for mode in modes if i % 2 == 0 else modes[::-1]:
-                        if mode == "stack":
+                        if mode in STACKED:
                             assert stack is not None
+                            stack.local_copy(mode == "stack")
                             env, db = stack.cli_env, stack.home / "paddock.db"
                             prefect_api: str | None = stack.prefect_api
                         else:
@@ -628,7 +649,7 @@ def main() -> None:
     ratios = {
         repo: _ratio(by_mode["stack"]["wall_s"], by_mode["embedded"]["wall_s"])
         for repo, by_mode in summaries.items()
-        if set(by_mode) == set(MODES)
+        if {"stack", "embedded"} <= set(by_mode)
     }
     machine = f"{os.cpu_count()} cores, load average {load0[0]:.2f} → {load1[0]:.2f}"
     doc = {

@@ -87,5 +87,6 @@ def serving_target(name: str = SERVING) -> ServingTarget:
         ServingTarget(
             backend=s.serving_backend,
             serving_python=str(s.serving_python) if s.serving_python else None,
+            local_copy=s.serve_local_copy,
         ),
     )

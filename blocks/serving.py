@@ -41,6 +41,11 @@ class ServingTarget(Block):
     serving_python: str | None = Field(
         default=None, description="Python of the serving environment (.venv-serving)."
     )
+    local_copy: bool = Field(
+        default=True,
+        description="Map the bundle serialized on this machine when it hashes to the stored "
+        "one (the same bytes, not streamed back from the store); false: always stream.",
+    )
     # kubernetes
     namespace: str = DEFAULT_NAMESPACE
     image: str | None = None

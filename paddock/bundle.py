@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from paddock.config import get_settings
 from paddock.contracts import Bundle
 from paddock.errors import Rejected
 from paddock.fsutil import replacing_dir
 
-__all__ = ["SIDE_FILES", "load_state_dict", "write_bundle"]
+__all__ = ["SIDE_FILES", "load_state_dict", "work_bundle_dir", "write_bundle"]
 
 # Small files copied beside the tensors (the serving engine reads them from --model).
 SIDE_FILES = (
@@ -33,6 +34,12 @@ SIDE_FILES = (
     "chat_template.jinja",
     "chat_template.json",
 )
+
+
+def work_bundle_dir(submission_id: str) -> Path:
+    """Where a submission's bundle is written on the machine that runs its flow (and where
+    it stays: a local server may map it, the chat counts tokens with its tokenizer)."""
+    return get_settings().work_dir / submission_id / "bundle"
 
 
 def load_state_dict(model_dir: Path) -> dict[str, Any]:

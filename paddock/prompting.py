@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from paddock.config import get_settings
+from paddock.bundle import work_bundle_dir
 from paddock.errors import Rejected
 from paddock.models import Submission
 from paddock.params import GenerationParams, PromptFormatter
@@ -167,7 +167,7 @@ def _cached_counter(bundle: Path) -> TokenCounter:
 
 def counter_for(submission_id: str) -> TokenCounter:
     """The counter for a submission's bundle on this machine, loaded once per process."""
-    bundle = get_settings().work_dir / submission_id / "bundle"
+    bundle = work_bundle_dir(submission_id)
     if not (bundle / "tokenizer.json").is_file():
         return TokenCounter(None)  # not cached: the bundle may appear later
     return _cached_counter(bundle)

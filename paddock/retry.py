@@ -15,13 +15,12 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
-
-from prefect import Task, task
-from prefect.cache_policies import NO_CACHE
-from prefect.utilities.math import clamped_poisson_interval
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from paddock.errors import PaddockError, TransientError
+
+if TYPE_CHECKING:
+    from prefect import Task
 
 __all__ = ["RetryPolicy", "is_transient", "retry_condition", "stage_policy", "retried_task"]
 
@@ -97,6 +96,8 @@ class RetryPolicy:
 
     def delay(self, retry: int) -> float:
         """The jittered wait before retry number ``retry`` (0-based)."""
+        from prefect.utilities.math import clamped_poisson_interval
+
         nominal = self.delays()[retry]
         return clamped_poisson_interval(nominal, self.jitter) if self.jitter > 0 else nominal
 
@@ -145,6 +146,9 @@ def retried_task(
 ) -> Callable[[Callable[P, T]], Task[P, T]]:
     """A Prefect task decorator that retries under ``policy`` (results never cached: a
     stage's output is its timeline row, and a re-run decides afresh what to redo)."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
     return task(
         name=name,
         retries=policy.retries,

@@ -144,6 +144,7 @@ class S3Store:
     """An S3 bucket/prefix (AWS or any S3-compatible endpoint) through boto3."""
 
     PART_SIZE = 16 * 1024 * 1024
+    PART_WORKERS = 4  # parts in flight (and in memory) at once
     MAX_ATTEMPTS = 5  # botocore's tries per request, before a part counts as failed
     CLEANUP_RETRIES = 4  # waits of 1, 2, 4 and 8 s for the endpoint to come back
 
@@ -169,7 +170,14 @@ class S3Store:
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret_access_key,
             region_name=region,
-            config=Config(retries={"max_attempts": self.MAX_ATTEMPTS, "mode": "standard"}),
+            config=Config(
+                retries={"max_attempts": self.MAX_ATTEMPTS, "mode": "standard"},
+                # Every body paddock sends carries a checksum header the signature covers
+                # and the server verifies (SHA-256 for bundle files, botocore's CRC32
+                # otherwise), so SigV4 need not hash the body again — which botocore
+                # does on plain-HTTP endpoints unless told so (on HTTPS it never does).
+                s3={"payload_signing_enabled": False},
+            ),
         )
 
     def _key(self, digest: str, name: str = "") -> str:
@@ -193,15 +201,11 @@ class S3Store:
     def put_bundle(
         self, local_dir: Path, manifest: dict[str, Any], progress: Progress | None = None
     ) -> list[StoredFile]:
-        from boto3.s3.transfer import TransferConfig
         from botocore.exceptions import BotoCoreError, ClientError
 
         digest = manifest["digest"]
         if self.get_manifest(digest) is not None:
             return _stored(self, manifest)
-        config = TransferConfig(
-            multipart_threshold=self.PART_SIZE, multipart_chunksize=self.PART_SIZE
-        )
         total = sum(m["size"] for m in manifest["files"].values())
         done = 0
 
@@ -219,18 +223,10 @@ class S3Store:
                 written.append(key)
                 if meta["size"] >= self.PART_SIZE:
                     earlier[key] = self._uploads(key)
-                self.client.upload_file(
-                    str(local_dir / name),
-                    self.bucket,
-                    key,
-                    ExtraArgs={
-                        "ChecksumAlgorithm": "SHA256",  # the server verifies every part
-                        "Metadata": {"sha256": meta["sha256"]},
-                    },
-                    Config=config,
-                    Callback=_advance,
-                )
-                self._verify(key, local_dir / name, meta)
+                    sent = self._put_parts(key, local_dir / name, meta, _advance)
+                else:
+                    sent = self._put_whole(key, local_dir / name, meta, _advance)
+                self._verify(key, local_dir / name, meta, sent)
             written.append(self._key(digest, MANIFEST))
             self.client.put_object(
                 Bucket=self.bucket,
@@ -245,6 +241,76 @@ class S3Store:
             self._clean_up(written, earlier)
             raise
         return _stored(self, manifest)
+
+    def _put_whole(
+        self, key: str, path: Path, meta: dict[str, Any], advance: Callable[[int], None]
+    ) -> _Sent:
+        body = path.read_bytes()
+        sent = _Sent.of([body])
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=body,
+            ChecksumSHA256=sent.checksum,  # the server verifies it
+            Metadata={"sha256": meta["sha256"]},
+        )
+        advance(len(body))
+        return sent
+
+    def _put_parts(
+        self, key: str, path: Path, meta: dict[str, Any], advance: Callable[[int], None]
+    ) -> _Sent:
+        """A multipart upload that reads every byte once: each part's SHA-256 is computed
+        as it is read and sent for the server to verify (botocore's transfer manager would
+        read and hash every part again), and the whole file's is built alongside."""
+        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+        upload_id = self.client.create_multipart_upload(
+            Bucket=self.bucket,
+            Key=key,
+            ChecksumAlgorithm="SHA256",
+            Metadata={"sha256": meta["sha256"]},
+        )["UploadId"]
+        whole = hashlib.sha256()
+        checksums: list[str] = []
+        etags: dict[int, str] = {}
+
+        def put(number: int, block: bytes, checksum: str) -> int:
+            reply = self.client.upload_part(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=block,
+                ChecksumSHA256=checksum,
+            )
+            etags[number] = reply["ETag"]
+            return len(block)
+
+        with ThreadPoolExecutor(self.PART_WORKERS) as pool, path.open("rb") as fh:
+            pending: set[Future[int]] = set()
+            while block := fh.read(self.PART_SIZE):
+                whole.update(block)
+                checksums.append(_b64sha256(block))
+                if len(pending) >= self.PART_WORKERS:  # at most this many parts in memory
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for part in finished:
+                        advance(part.result())
+                pending.add(pool.submit(put, len(checksums), block, checksums[-1]))
+            for part in pending:
+                advance(part.result())
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={
+                "Parts": [
+                    {"PartNumber": n, "ETag": etags[n], "ChecksumSHA256": c}
+                    for n, c in enumerate(checksums, start=1)
+                ]
+            },
+        )
+        return _Sent(sha256=whole.hexdigest(), checksum=_of_parts(checksums))
 
     def _clean_up(self, keys: list[str], earlier: dict[str, set[str]]) -> str:
         """Take back what a failed attempt wrote: its objects, and the multipart uploads
@@ -271,14 +337,14 @@ class S3Store:
             for upload_id in self._uploads(key) - before:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
-    def _verify(self, key: str, path: Path, meta: dict[str, Any]) -> None:
-        """Compare the server's own SHA-256 (whole or per part) with the bytes we hold."""
-        whole, expected = _s3_checksum(path, self.PART_SIZE)
-        if whole != meta["sha256"]:
+    def _verify(self, key: str, path: Path, meta: dict[str, Any], sent: _Sent) -> None:
+        """What was sent is the file the manifest describes, and what the server holds is
+        what was sent (its own SHA-256, whole or of the parts' checksums)."""
+        if sent.sha256 != meta["sha256"]:
             raise TransientError(f"{path.name} changed while it was being uploaded")
         head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         served = (head.get("ChecksumSHA256") or "").split("-")[0]  # "<b64>-<parts>" on AWS
-        if head["ContentLength"] != meta["size"] or (served and served != expected):
+        if head["ContentLength"] != meta["size"] or (served and served != sent.checksum):
             raise TransientError(f"s3://{self.bucket}/{key} does not match what was sent")
 
     def _delete_keys(self, keys: list[str]) -> None:
@@ -306,23 +372,27 @@ class S3Store:
         return dest
 
 
-def _s3_checksum(path: Path, part_size: int) -> tuple[str, str]:
-    """The file's sha256 (hex) and the SHA-256 checksum S3 reports for it (base64).
+@dataclass(frozen=True)
+class _Sent:
+    """What an upload sent: the file's sha256 (hex) and the SHA-256 checksum S3 reports
+    for the object (base64; for a multipart object, of its parts' checksums)."""
 
-    Objects uploaded in parts carry a checksum of the parts' checksums; boto3 splits at
-    `part_size` from the multipart threshold on, so the same split reproduces it here.
-    """
-    whole = hashlib.sha256()
-    parts: list[bytes] = []
-    with path.open("rb") as fh:
-        while block := fh.read(part_size):
-            whole.update(block)
-            parts.append(hashlib.sha256(block).digest())
-    if path.stat().st_size < part_size:
-        expected = whole.digest()
-    else:
-        expected = hashlib.sha256(b"".join(parts)).digest()
-    return whole.hexdigest(), base64.b64encode(expected).decode()
+    sha256: str
+    checksum: str
+
+    @classmethod
+    def of(cls, blocks: list[bytes]) -> _Sent:
+        whole = hashlib.sha256(b"".join(blocks))
+        return cls(sha256=whole.hexdigest(), checksum=base64.b64encode(whole.digest()).decode())
+
+
+def _b64sha256(block: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(block).digest()).decode()
+
+
+def _of_parts(checksums: list[str]) -> str:
+    joined = b"".join(base64.b64decode(c) for c in checksums)
+    return base64.b64encode(hashlib.sha256(joined).digest()).decode()
 
 
 def open_store(url: str, **s3_options: Any) -> Store:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from paddock.bundle import write_bundle
-from paddock.config import get_settings
+from paddock.bundle import work_bundle_dir, write_bundle
 from paddock.contracts import Bundle, Snapshot
 from tasks.stage import stage
 
@@ -16,4 +15,4 @@ def _present(submission_id: str, bundle: Bundle) -> bool:
 
 @stage("serialize", retries=1, still_valid=_present)
 def serialize(submission_id: str, snapshot: Snapshot) -> Bundle:
-    return write_bundle(snapshot.path, get_settings().work_dir / submission_id / "bundle")
+    return write_bundle(snapshot.path, work_bundle_dir(submission_id))

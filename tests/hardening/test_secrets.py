@@ -154,6 +154,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory, hub: Any, s3: Any) -> Ite
         PADDOCK_S3_ENDPOINT_URL=s3.endpoint,
         PADDOCK_S3_ACCESS_KEY_ID=values["S3 access key id"],
         PADDOCK_S3_SECRET_ACCESS_KEY=values["S3 secret access key"],
+        # The server streams its tensors from the store with the keys (the case to
+        # check), rather than mapping the copy its run serialized on this machine.
+        PADDOCK_SERVE_LOCAL_COPY="false",
         PADDOCK_USER_HASH_SECRET=values["user-hash secret"],
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         # As paddock's own flow children get: a busy machine starts an ephemeral Prefect
