@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from deployments import spares
 from flows.submission import submission
 from paddock import crud, timeline
 from paddock.config import get_settings
@@ -67,6 +68,7 @@ def test_bad_submission_fails_at_its_stage(
     assert _objects(s3) == []
     assert report.artifacts == []
     assert not (get_settings().work_dir / report.id).exists(), "files were left on disk"
+    assert report.id not in spares._spares, "the server's head start outlived the run"
 
 
 def test_source_outside_allowed_dirs_is_refused(s3: Any, tiny_model: Path) -> None:
