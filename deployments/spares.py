@@ -1,10 +1,9 @@
 """Spare vLLM interpreters: started ahead of a deploy, handed its command line later.
 
 A local server's start is mostly Python importing torch and vLLM, which needs nothing
-from the model. So once a submission is downloaded the pipeline starts a spare
-interpreter (`paddock_serving.spare`, in the serving environment) that does those
-imports while the model is checked and its bundle serialized and uploaded (a model the
-checks refuse has its spare killed, unused), and the deploy stage hands it the
+from the model. So once a submission has passed its static checks the pipeline starts a
+spare interpreter (`paddock_serving.spare`, in the serving environment) that does those
+imports while the bundle is serialized and uploaded, and the deploy stage hands it the
 server's command line instead of starting a fresh interpreter.
 
 A spare is a head start, never a dependency: a deploy that finds none (a retry, another

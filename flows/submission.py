@@ -1,10 +1,9 @@
 """One submission, all the way from its source to users.
 
 The flow body is the pipeline: each stage is a task (tasks/) that records itself and
-retries transient faults; the stress stage is a subflow. Once the model is downloaded,
-the server gets a head start (a local backend imports vLLM on the core the sanity
-checks leave idle, then beside the bundle's making; nothing of the model is read). The
-runtime checks run beside serialize, upload and deploy and are joined before warm-up
+retries transient faults; the stress stage is a subflow. Once the static checks pass,
+the server gets a head start (a local backend imports vLLM meanwhile). The runtime checks
+run beside serialize, upload and deploy and are joined before warm-up
 (tasks/alongside.py: checks that fail stop the deploy). From upload on, a failure that
 survives its retries rolls the run back — the server stopped, the upload taken back — so
 a failed submission leaves nothing behind.
@@ -53,8 +52,8 @@ def submission(submission_id: str) -> str:
         checks: Alongside[Referenced] | None = None
         try:
             snapshot = download(submission_id)
-            serving.head_start(submission_id)  # vLLM imports while the model is checked
             sanity(submission_id, snapshot)
+            serving.head_start(submission_id)  # vLLM imports while the bundle is made
             checks = Alongside(runtime, submission_id, snapshot)
             bundle = checks.beside(serialize, submission_id, snapshot)
             with undone_on_failure(submission_id):
