@@ -554,7 +554,9 @@ def print_table(summaries: dict[str, dict[str, dict[str, Any]]], caption: str) -
     table.add_row(
         "deployed / runs",
         *[
-            "" if m.startswith("ratio:") else f"{summaries[r][m]['deployed']}/{summaries[r][m]['runs']}"
+            ""
+            if m.startswith("ratio:")
+            else f"{summaries[r][m]['deployed']}/{summaries[r][m]['runs']}"
             for r, m in cols
         ],
     )

@@ -38,6 +38,7 @@ import httpx
 
 from deployments import spares
 from deployments.base import BackendError, BackendState, ServeSpec
+from deployments.chat_template import single_template
 from deployments.child_env import child_env, omp_threads, private_home
 from deployments.processes import group_members, proc_start, proc_stat, signal_group
 from deployments.server_log import LogWatch, tail_of
@@ -149,6 +150,8 @@ class LocalBackend:
             cmd += ["--kv-cache-memory-bytes", str(size)]
         if spec.generation_defaults:
             cmd += ["--override-generation-config", json.dumps(spec.generation_defaults)]
+        if (template := single_template(model_dir)) is not None:
+            cmd += ["--chat-template", str(template)]
         return cmd
 
     def start(self, spec: ServeSpec) -> dict[str, Any]:

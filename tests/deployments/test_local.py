@@ -162,6 +162,7 @@ def test_ready_and_chat(server) -> None:
     )
     assert abs(sum(startup["parts"].values()) - startup["total_s"]) < 0.01
     assert "paddock: ready in" in log and "paddock_serving: loaded" in log
+    assert "--chat-template" in log.splitlines()[0]  # the model's one template, named
     # The engine core was forked from the API server (its argv), not spawned afresh
     # (multiprocessing's spawn entry point, a second import of torch and vLLM).
     argvs = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in group_members(handle["pgid"])]
@@ -413,6 +414,33 @@ def test_kv_cache_fitted_to_the_context(tiny_repo: Path, tiny_bundle: Path) -> N
     assert int(cmd[cmd.index("--kv-cache-memory-bytes") + 1]) == kv_cache_bytes(
         tiny_repo, "float32", 512, 2
     )
+
+
+def test_the_one_chat_template_is_named_to_vllm(tiny_bundle: Path, tmp_path: Path) -> None:
+    """vLLM's own search for a template loads the tokenizer a second time; a model with
+    one template has it named, one with several different ones is left to that search."""
+    backend = LocalBackend()
+
+    def named(model_dir: Path) -> str | None:
+        cmd = backend.command(ServeSpec("s", "t", str(model_dir)), 8000)
+        return cmd[cmd.index("--chat-template") + 1] if "--chat-template" in cmd else None
+
+    assert named(tiny_bundle) == str(tiny_bundle / "chat_template.jinja")
+    variants = tmp_path / "variants"
+    shutil.copytree(tiny_bundle, variants)
+    config = json.loads((variants / "tokenizer_config.json").read_text())
+    jinja = (variants / "chat_template.jinja").read_text()
+    config["chat_template"] = [
+        {"name": "default", "template": jinja},
+        {"name": "tool_use", "template": "{{ tools }}" + jinja},
+    ]
+    (variants / "tokenizer_config.json").write_text(json.dumps(config))
+    assert named(variants) is None
+    config["chat_template"] = jinja  # the same text in both places
+    (variants / "tokenizer_config.json").write_text(json.dumps(config))
+    assert named(variants) == str(variants / "chat_template.jinja")
+    (variants / "chat_template.jinja").unlink()
+    assert named(variants) is None  # inline only: vLLM reads it from the tokenizer
 
 
 # ------------------------------------------------------------------ the serving plugin's reader
