@@ -145,6 +145,7 @@ class S3Store:
 
     PART_SIZE = 16 * 1024 * 1024
     PART_WORKERS = 4  # parts in flight (and in memory) at once
+    MAX_PARTS = 10_000  # S3's limit per multipart upload
     MAX_ATTEMPTS = 5  # botocore's tries per request, before a part counts as failed
     CLEANUP_RETRIES = 4  # waits of 1, 2, 4 and 8 s for the endpoint to come back
 
@@ -287,9 +288,10 @@ class S3Store:
             etags[number] = reply["ETag"]
             return len(block)
 
+        part_size = self.part_size(meta["size"])
         with ThreadPoolExecutor(self.PART_WORKERS) as pool, path.open("rb") as fh:
             pending: set[Future[int]] = set()
-            while block := fh.read(self.PART_SIZE):
+            while block := fh.read(part_size):
                 whole.update(block)
                 checksums.append(_b64sha256(block))
                 if len(pending) >= self.PART_WORKERS:  # at most this many parts in memory
@@ -336,6 +338,13 @@ class S3Store:
         for key, before in earlier.items():
             for upload_id in self._uploads(key) - before:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+
+    def part_size(self, size: int) -> int:
+        """``PART_SIZE``, or larger (whole MiB) when a file would need more parts than
+        S3 allows."""
+        mib = 1024 * 1024
+        needed = -(-size // self.MAX_PARTS)
+        return max(self.PART_SIZE, -(-needed // mib) * mib)
 
     def _verify(self, key: str, path: Path, meta: dict[str, Any], sent: _Sent) -> None:
         """What was sent is the file the manifest describes, and what the server holds is

@@ -82,6 +82,15 @@ def test_interrupted_upload_is_aborted(s3: Any, bundle: Path) -> None:
     assert not uploads.get("Uploads")
 
 
+def test_parts_grow_to_stay_within_s3s_limit(s3: Any) -> None:
+    store = _s3(s3, "storage-parts")
+    assert store.part_size(12 * 1024 * 1024) == store.PART_SIZE
+    huge = store.PART_SIZE * store.MAX_PARTS + 1
+    size = store.part_size(huge)
+    assert size > store.PART_SIZE and size % (1024 * 1024) == 0
+    assert -(-huge // size) <= store.MAX_PARTS
+
+
 def test_local_store_appears_atomically(tmp_path: Path, bundle: Path) -> None:
     store = LocalStore(tmp_path / "store")
     manifest = bundle_manifest(bundle)
