@@ -143,7 +143,9 @@ def test_borderline_server_runs_to_the_cap() -> None:
 
 
 def test_rate_profile_stops_sending_once_settled() -> None:
-    rate = profile(200, kind="rate", request_rate=200.0, concurrency=None)
+    # 50 a second: sending all 200 would take 4 s, the verdict needs well under 1 s of
+    # answers (at 200 a second a busy machine could send them all before it came).
+    rate = profile(200, kind="rate", request_rate=50.0, concurrency=None)
     with FakeServer(tokens=8, first_token_delay_s=0.3) as srv:
         out = run_stress(srv.url, "fake", rate, MEDIAN_ONLY)
     [step] = out.steps
