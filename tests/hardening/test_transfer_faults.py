@@ -193,11 +193,14 @@ class StoreWatch:
 
     def run(self) -> None:
         while not self.stop.is_set():
-            listing = self.client.list_objects_v2(Bucket="models", Prefix=self.prefix)
-            self.looks.append(
-                {o["Key"].rsplit("/", 1)[1]: int(o["Size"]) for o in listing.get("Contents", [])}
-            )
+            self.look()
             time.sleep(0.02)
+
+    def look(self) -> None:
+        listing = self.client.list_objects_v2(Bucket="models", Prefix=self.prefix)
+        self.looks.append(
+            {o["Key"].rsplit("/", 1)[1]: int(o["Size"]) for o in listing.get("Contents", [])}
+        )
 
 
 @pytest.fixture
@@ -247,6 +250,7 @@ def _upload_watched(s3: Any, prefix: str, sid: str, bundle: Bundle) -> tuple[Any
     finally:
         watch.stop.set()
         watcher.join(10)
+    watch.look()  # the last object may land between two looks: the stored bundle, once more
     return stored, watch
 
 
