@@ -247,7 +247,7 @@ class S3Store:
         self, key: str, path: Path, meta: dict[str, Any], advance: Callable[[int], None]
     ) -> _Sent:
         body = path.read_bytes()
-        sent = _Sent.of([body])
+        sent = _Sent.of(body)
         self.client.put_object(
             Bucket=self.bucket,
             Key=key,
@@ -316,8 +316,8 @@ class S3Store:
 
     def _clean_up(self, keys: list[str], earlier: dict[str, set[str]]) -> str:
         """Take back what a failed attempt wrote: its objects, and the multipart uploads
-        it began (their parts are stored, and billed, until aborted; the transfer
-        manager's own abort fails when the endpoint is the thing that went away). Waits
+        it began (their parts are stored, and billed, until aborted; an abort sent at
+        once fails when the endpoint is the thing that went away). Waits
         out a short outage under the retry policy; returns what could not be cleaned."""
         policy = RetryPolicy(retries=self.CLEANUP_RETRIES, base_seconds=1.0, max_seconds=8.0)
         try:
@@ -390,8 +390,9 @@ class _Sent:
     checksum: str
 
     @classmethod
-    def of(cls, blocks: list[bytes]) -> _Sent:
-        whole = hashlib.sha256(b"".join(blocks))
+    def of(cls, body: bytes) -> _Sent:
+        """What a single-request upload of ``body`` sent."""
+        whole = hashlib.sha256(body)
         return cls(sha256=whole.hexdigest(), checksum=base64.b64encode(whole.digest()).decode())
 
 

@@ -41,7 +41,7 @@ def build_spec(submission_id: str, stored: StoredBundle) -> ServeSpec:
 
     A server on this machine maps the bundle this run serialized when that copy is still
     here and hashes to the stored bundle's digest: the same bytes, without streaming them
-    back from the store (for SmolLM2 on moto, 5 s of weight load against 1.4 s). Otherwise
+    back from the store (for SmolLM2 on moto, about 5 s of weight load against 0.4 s). Otherwise
     — a redeploy on another machine, a cleaned work dir, the target's ``local_copy`` off —
     the tensors stream from S3.
     """

@@ -300,8 +300,8 @@ def test_s3_going_away_mid_upload_leaves_no_multipart_upload_behind(
     s3: Any, s3_proxy: tuple[FaultyProxy, str], tmp_path: Path, hardening: Hardening
 ) -> None:
     proxy, prefix = s3_proxy
-    # Part 2 is cut and then nothing listens for 4 s: botocore gives up on the part and
-    # the transfer manager's own abort is refused too, so paddock must abort it itself.
+    # Part 2 is cut and then nothing listens for 4 s: botocore gives up on the part and an
+    # abort sent at once is refused too, so paddock waits for the endpoint to abort it.
     proxy.cut(method="PUT", path="partNumber=2", after_up=MiB, then_refuse=4.0)
     bundle = _bundle(tmp_path / "bundle")
     sid = _serialized("refused")
