@@ -30,7 +30,9 @@ parts add up to the wall time exactly:
       worker pickup  → Pending (the worker's next poll: every 2 s)
       flow start     → Running (the worker's child process: spawn, imports, engine)
     to 1st stage   → the first stage row
-    <stage>        each stage, first start to last end (retries included)
+    <stage>        each stage, first start to last end (retries included); a stage run
+                   beside others (the runtime checks; the upload, when it overlaps
+                   deploy) is shown apart, not in the sum
     between stages Prefect's task orchestration from one stage's end to the next's start
     deploy: …      the deploy stage again, split: before the spawn (spec, config fetch),
                    then vLLM's own parts (`deployments.startup`) up to the stage's end
@@ -89,6 +91,9 @@ from paddock.testkit.tiny_model import build_tiny_llama  # noqa: E402
 STAGES = [s.name for s in lifecycle.STAGES]
 # Stages that run beside others (off the critical path): timed, but not in the sum.
 ALONGSIDE = {s.name for s in lifecycle.STAGES if getattr(s, "alongside", ())}
+# Run beside deploy when the server maps the run's own bundle (a local server, an S3
+# store, `local_copy` on); on the main line before it otherwise.
+BESIDE_DEPLOY = "upload"
 MODES = ("embedded", "stack", "streamed")
 STACKED = ("stack", "streamed")  # the modes that run on the stack
 CACHE = Path(os.environ.get("PADDOCK_MODEL_CACHE", Path.home() / ".cache/paddock/models"))
@@ -202,15 +207,19 @@ def breakdown(
     step("cli", _db_time(created))
     for name, mark in marks:
         step(name, mark)
+    beside_now = set(ALONGSIDE)
+    if BESIDE_DEPLOY in spans and "deploy" in spans:
+        if spans[BESIDE_DEPLOY][1] > spans["deploy"][0]:  # still under way once deploy began
+            beside_now.add(BESIDE_DEPLOY)
     ordered = sorted(
-        ((n, span) for n, span in spans.items() if n not in ALONGSIDE), key=lambda kv: kv[1][0]
+        ((n, span) for n, span in spans.items() if n not in beside_now), key=lambda kv: kv[1][0]
     )
     step("to 1st stage", ordered[0][1][0])
     for stage, (start, end) in ordered:
         # Includes any wait for a stage running alongside to be joined.
         step("between stages", start)
         step(stage, end)
-    beside = {n: (e - s).total_seconds() for n, (s, e) in spans.items() if n in ALONGSIDE}
+    beside = {n: (e - s).total_seconds() for n, (s, e) in spans.items() if n in beside_now}
     deploy: dict[str, float] = {}
     if "deploy" in spans and handles:
         handle = handles[-1]

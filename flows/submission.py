@@ -2,11 +2,13 @@
 
 The flow body is the pipeline: each stage is a task (tasks/) that records itself and
 retries transient faults; the stress stage is a subflow. Once the static checks pass,
-the server gets a head start (a local backend imports vLLM meanwhile). The runtime checks
-run beside serialize, upload and deploy and are joined before warm-up
-(tasks/alongside.py: checks that fail stop the deploy). From upload on, a failure that
-survives its retries rolls the run back — the server stopped, the upload taken back — so
-a failed submission leaves nothing behind.
+the server gets a head start (a local backend imports vLLM meanwhile). Stages that need
+nothing from the main line run beside it and are joined before warm-up
+(tasks/alongside.py: one that fails stops the deploy): the runtime checks beside
+serialize, upload and deploy, and — when the server maps the bundle this run serialized,
+as a local one does — the upload beside deploy. From upload on, a failure that survives
+its retries rolls the run back — the server stopped, the upload taken back — so a failed
+submission leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ from paddock import crud, leases, lifecycle, serving, timeline
 from paddock.errors import IllegalTransition, Rejected
 from paddock.models import StageStatus, Status
 from tasks.alongside import Alongside
-from tasks.deploy import deploy
+from tasks.deploy import deploy, maps_run_copy
 from tasks.download import download
 from tasks.publish import publish
 from tasks.rollback import undone_on_failure
-from tasks.runtime import Referenced, discard_refused, runtime
+from tasks.runtime import discard_refused, runtime
 from tasks.sanity import sanity
 from tasks.serialize import serialize
-from tasks.upload import upload
+from tasks.upload import upload, upload_beside
 from tasks.warmup import warmup
 
 __all__ = ["submission"]
@@ -49,32 +51,31 @@ def submission(submission_id: str) -> str:
     is refused before it touches anything (LeaseHeld names the run that has it).
     """
     with leases.held(submission_id):
-        checks: Alongside[Referenced] | None = None
+        sides = Alongside(submission_id)
         try:
             snapshot = download(submission_id)
             sanity(submission_id, snapshot)
             serving.head_start(submission_id)  # vLLM imports while the bundle is made
-            checks = Alongside(runtime, submission_id, snapshot)
-            bundle = checks.beside(serialize, submission_id, snapshot)
-            with undone_on_failure(submission_id):
-                stored = checks.beside(upload, submission_id, bundle)
-                endpoint = checks.beside(deploy, submission_id, stored)
+            checks = sides.start(runtime, snapshot)
+            bundle = sides.beside(serialize, submission_id, snapshot)
+            with undone_on_failure(submission_id, once_ended=sides.settle):
+                if maps_run_copy():  # the server maps this bundle: store it meanwhile
+                    storing = sides.start(upload_beside, bundle)
+                    endpoint = sides.beside(deploy, submission_id, bundle)
+                    storing.join()
+                else:  # the server reads the store: the bundle must be there first
+                    stored = sides.beside(upload, submission_id, bundle)
+                    endpoint = sides.beside(deploy, submission_id, stored)
                 checks.join()  # warm-up's parity check needs the reference
                 warmup(submission_id, endpoint)
                 stress_test(submission_id, endpoint)
                 published = publish(submission_id, endpoint)
         except leases.LeaseLost:
-            if checks is not None:
-                checks.settle()  # waited for, not undone: the work dir is the new run's
+            sides.settle()  # waited for, not undone: the work dir is the new run's
             raise  # another run took the submission over: its status is that run's to set
         except BaseException as exc:
-            reason = _settled(submission_id, checks, exc)
-            _record_failure(
-                submission_id,
-                reason,
-                beside=checks.stage if checks else None,
-                beside_first=checks is not None and checks.failed_first,
-            )
+            reason = _settled(submission_id, sides, exc)
+            _record_failure(submission_id, reason, sides)
             if reason is not exc:
                 raise reason from exc
             raise
@@ -108,32 +109,31 @@ def _announce(submission_id: str, outcome: str, report: timeline.StatusReport) -
     )
 
 
-def _settled(
-    submission_id: str, checks: Alongside[Referenced] | None, exc: BaseException
-) -> BaseException:
-    """The failure to raise: the runtime checks' if they failed first (the main line's own
-    failure is then their doing, a deploy stopped for them), else ``exc``. The checks are
-    waited for either way, and a model they refused leaves nothing on disk."""
-    if checks is None:
-        return exc
-    failure = checks.settle()
-    if isinstance(failure, Rejected):
+def _settled(submission_id: str, sides: Alongside, exc: BaseException) -> BaseException:
+    """The failure to raise: the side stage's that failed first, if one did (the main
+    line's own failure is then its doing, a deploy stopped for it), else ``exc``. The side
+    stages are waited for either way, and a model the checks refused leaves nothing on
+    disk."""
+    failures = sides.settle()
+    if isinstance(failures.get(runtime.name), Rejected):
         discard_refused(submission_id)
-    if checks.failed_first and failure is not None and isinstance(exc, Exception):
-        return failure
+    owner = sides.owner
+    if owner is not None and owner in failures and isinstance(exc, Exception):
+        return failures[owner]
     return exc
 
 
-def _record_failure(
-    submission_id: str, exc: BaseException, *, beside: str | None, beside_first: bool
-) -> None:
+def _record_failure(submission_id: str, exc: BaseException, sides: Alongside) -> None:
     """Fail the submission with the reason a person needs: the last failed stage of the
-    side that failed first. ``beside`` names the stage run beside the main line; it is
-    the reason only when it failed first (it may also fail after the main line did)."""
+    side that failed first — the side stage that owns the failure, else the main line (a
+    side stage may also fail after the main line did, and is not the reason then)."""
     runs = crud.stage_runs(submission_id=submission_id)
     failed = [r for r in runs if r.status in (StageStatus.failed, StageStatus.rejected)]
-    if beside is not None:
-        failed = [r for r in failed if (r.stage == beside) == beside_first]
+    owner = sides.owner
+    if owner is not None:
+        failed = [r for r in failed if r.stage == owner]
+    else:
+        failed = [r for r in failed if r.stage not in sides.names]
     last = failed[-1] if failed else None
     stage = last.stage if last else "pipeline"
     reason = (last.detail.get("error") if last else None) or f"{type(exc).__name__}: {exc}"
@@ -145,7 +145,7 @@ def _record_failure(
         sub = crud.require_submission(submission_id=submission_id)
         if sub.status != Status.failed or sub.failed_stage != stage:
             return  # deactivated or torn down meanwhile: that status stands
-        # the checks' watcher failed it already, to stop the deploy: still announce it
+        # a side stage's watcher failed it already, to stop the deploy: still announce it
     _announce(submission_id, "failed", timeline.build(submission_id))
 
 

@@ -49,7 +49,9 @@ class Stage:
 
 # The pipeline, in order: the one place the stage order is written. The runtime checks
 # (a load, a forward pass, the parity reference) need nothing the next three stages make
-# and they need nothing from it until warm-up, so they run beside them.
+# and they need nothing from it until warm-up, so they run beside them. The upload runs
+# beside deploy instead of before it when the server maps the bundle its run serialized
+# (a local server): it then leaves the status to deploy, and is joined before warm-up.
 STAGES: tuple[Stage, ...] = (
     Stage("download", Status.downloading),
     Stage("sanity", Status.checking),

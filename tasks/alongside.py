@@ -1,20 +1,27 @@
-"""A stage run beside the main line of the pipeline: started, watched, joined.
+"""Stages run beside the main line of the pipeline: started, watched, joined.
 
-The runtime checks need nothing serialize, upload and deploy make, and those need nothing
-from the checks until warm-up, so the flow runs them at once (a Prefect task submitted to
-the flow's thread pool: its own task run in the UI, its own timeline row). Two rules keep
-that as safe as running them in turn:
+Two stages need nothing the main line makes next, and it needs nothing from them for a
+while, so the flow runs them at once (each a Prefect task submitted to the flow's thread
+pool: its own task run in the UI, its own timeline row):
 
-  * Checks that fail stop the main line. The watcher moves the submission to `failed` —
-    a deploy in progress sees that and stops its server, as it does when a developer
-    stops a model — and stops any server already recorded. The flow then finds the
-    failure before its next stage and rolls the run back. (A stage that starts in the
-    instant between is not refused — `failed` may resume — so the flow joins the checks
-    again before warm-up, and the rollback stops whatever that stage started.)
-  * Whichever side fails first owns the failure. The deploy that stopped because the
-    checks failed is not the reason; nor are checks that fail after deploy already did.
+  * the runtime checks, beside serialize → upload → deploy, joined before warm-up;
+  * the upload, beside deploy, when the server maps the bundle this run serialized (a
+    local server): joined before warm-up too, so nothing is published that is not stored.
 
-Checks that stop because another run took the lease (`LeaseLost`) stop nothing: the
+Two rules keep that as safe as running them in turn:
+
+  * A side stage that fails stops the main line. Its watcher moves the submission to
+    `failed` — a deploy in progress sees that and stops its server, as it does when a
+    developer stops a model — and stops any server already recorded. The flow then finds
+    the failure before its next stage and rolls the run back, once every side stage has
+    ended (an upload still writing would otherwise outlive its own rollback). A stage
+    that starts in the instant between is not refused — `failed` may resume — so the
+    flow joins the side stages again before warm-up, and the rollback stops whatever
+    that stage started.
+  * Whichever fails first owns the failure. The deploy that stopped because a side stage
+    failed is not the reason; nor is a side stage that fails after the main line did.
+
+Side stages that stop because another run took the lease (`LeaseLost`) stop nothing: the
 submission, its server and its upload are that run's now.
 """
 
@@ -30,82 +37,121 @@ from prefect import Task
 from prefect.futures import PrefectFuture
 
 from paddock import crud, lifecycle
-from paddock.contracts import Handoff, Snapshot
+from paddock.contracts import Handoff
 from paddock.errors import IllegalTransition, LeaseLost
 from paddock.models import StageStatus, Status
 from paddock.serving import stop_serving
 
-__all__ = ["Alongside"]
+__all__ = ["Alongside", "Side"]
 
 H = TypeVar("H", bound=Handoff)
+H_co = TypeVar("H_co", bound=Handoff, covariant=True)
+I = TypeVar("I")  # noqa: E741 - a side stage's input
 T = TypeVar("T")
 P = ParamSpec("P")
 log = logging.getLogger(__name__)
 
-_ALONGSIDE, _MAIN = "alongside", "main"
+_MAIN = "main line"
 
 
-class Alongside(Generic[H]):
-    """``stage(submission_id, snapshot)`` running beside the main line."""
+class Side(Generic[H_co]):
+    """One stage under way beside the main line."""
 
-    def __init__(
-        self, stage: Task[[str, Snapshot], H], submission_id: str, snapshot: Snapshot
-    ) -> None:
-        self.stage = stage.name
-        self._submission_id = submission_id
-        self._lock = threading.Lock()
-        self._first: str | None = None  # the side whose failure is the reason
-        self._ended = threading.Event()
-        self._future: PrefectFuture[H] = stage.submit(submission_id, snapshot)
-        self._future.add_done_callback(self._finished)
+    def __init__(self, owner: Alongside, name: str, future: PrefectFuture[H_co]) -> None:
+        self.name = name
+        self._owner = owner
+        self._future = future
+        self.ended = threading.Event()
 
-    @property
-    def failed_first(self) -> bool:
-        return self._first == _ALONGSIDE
-
-    def beside(self, main_stage: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a main-line stage, unless the checks have failed already."""
-        with self._main_line():
-            if self._ended.is_set():
-                self.join()  # raises their failure, if they failed
-            return main_stage(*args, **kwargs)
-
-    def join(self) -> H:
+    def join(self) -> H_co:
         """Wait for the stage; its output, or its failure raised (and made the reason:
         the main line is waiting here, so it has not failed)."""
         try:
             return self._future.result()
         except BaseException:
-            with self._lock:
-                self._first = self._first or _ALONGSIDE
+            self._owner._claim(self.name)
             raise
 
-    def settle(self) -> BaseException | None:
-        """Once the run has failed: wait for the stage (nothing of it may outlive the
-        flow); its failure, if it failed (`failed_first` says whether that is the reason)."""
-        with self._lock:
-            self._first = self._first or _MAIN
+    def wait(self) -> BaseException | None:
+        """Wait for the stage; its failure, if it failed."""
         try:
             self._future.result()
         except BaseException as exc:
             return exc
         return None
 
+
+class Alongside:
+    """The stages one run of ``submission_id`` has under way beside its main line."""
+
+    def __init__(self, submission_id: str) -> None:
+        self._submission_id = submission_id
+        self._lock = threading.Lock()
+        self._first: str | None = None  # the side stage whose failure is the reason, or _MAIN
+        self._sides: list[Side[Handoff]] = []
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The stages started beside the main line, in the order they started."""
+        return tuple(side.name for side in self._sides)
+
+    @property
+    def owner(self) -> str | None:
+        """The side stage whose failure is the run's reason (None: the main line's)."""
+        first = self._first
+        return None if first in (None, _MAIN) else first
+
+    def start(self, stage: Task[[str, I], H], given: I) -> Side[H]:
+        """Start ``stage(submission_id, given)`` beside the main line, unless a side stage
+        has failed already."""
+        with self._main_line():
+            self._raise_failed()
+        side: Side[H] = Side(self, stage.name, stage.submit(self._submission_id, given))
+        self._sides.append(side)
+        side._future.add_done_callback(lambda future: self._finished(side, future))
+        return side
+
+    def beside(self, main_stage: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a main-line stage, unless a side stage has failed already."""
+        with self._main_line():
+            self._raise_failed()
+            return main_stage(*args, **kwargs)
+
+    def settle(self) -> dict[str, BaseException]:
+        """Once the run has failed: wait for every side stage (nothing of them may outlive
+        the flow or its rollback); their failures by stage (`owner` says which, if any,
+        is the reason)."""
+        self._claim(_MAIN)
+        failures: dict[str, BaseException] = {}
+        for side in self._sides:
+            failure = side.wait()
+            if failure is not None:
+                failures[side.name] = failure
+        return failures
+
+    def _raise_failed(self) -> None:
+        for side in list(self._sides):
+            if side.ended.is_set():
+                side.join()  # raises its failure, if it failed
+
+    def _claim(self, name: str) -> None:
+        with self._lock:
+            self._first = self._first or name
+
     @contextmanager
     def _main_line(self) -> Iterator[None]:
-        """A failure raised here is the main line's, and the reason, unless the checks
-        failed before it (then it is most likely their doing)."""
+        """A failure raised here is the main line's, and the reason, unless a side stage
+        failed before it (then it is most likely that stage's doing)."""
         try:
             yield
         except BaseException:
-            with self._lock:
-                self._first = self._first or _MAIN
+            self._claim(_MAIN)
             raise
 
-    def _finished(self, future: PrefectFuture[H]) -> None:
+    def _finished(self, side: Side[H], future: PrefectFuture[H]) -> None:
         """Called in the stage's thread when it ends: a failure stops the main line
-        (unless the flow has already seen it: then the flow is rolling back itself)."""
-        self._ended.set()
+        (unless the flow has already seen a failure: then it is rolling back itself)."""
+        side.ended.set()
         try:
             future.result()
         except LeaseLost:
@@ -114,23 +160,23 @@ class Alongside(Generic[H]):
             with self._lock:
                 if self._first is not None:
                     return
-                self._first = _ALONGSIDE
+                self._first = side.name
             try:
-                self._stop_main_line()
+                self._stop_main_line(side.name)
             except Exception:  # the flow's join still fails the run and rolls it back
                 log.exception(
-                    "could not stop %s after its %s failed", self._submission_id, self.stage
+                    "could not stop %s after its %s failed", self._submission_id, side.name
                 )
 
-    def _stop_main_line(self) -> None:
-        reason = self._reason()
+    def _stop_main_line(self, stage: str) -> None:
+        reason = self._reason(stage)
         for _ in range(5):  # a main-line stage may be moving the status at this moment
             try:
                 lifecycle.transition(
                     self._submission_id,
                     Status.failed,
                     reason=reason,
-                    failed_stage=self.stage,
+                    failed_stage=stage,
                     expect=lifecycle.WORKING,
                 )
                 break
@@ -140,10 +186,10 @@ class Alongside(Generic[H]):
                     break  # stopped by a developer meanwhile: that status stands
         stop_serving(self._submission_id)
 
-    def _reason(self) -> str:
+    def _reason(self, stage: str) -> str:
         runs = crud.stage_runs(submission_id=self._submission_id)
-        ended = [r for r in runs if r.stage == self.stage]
+        ended = [r for r in runs if r.stage == stage]
         last = ended[-1] if ended else None
         if last is not None and last.status in (StageStatus.failed, StageStatus.rejected):
-            return str(last.detail.get("error") or f"{self.stage} failed")
-        return f"{self.stage} failed"
+            return str(last.detail.get("error") or f"{stage} failed")
+        return f"{stage} failed"

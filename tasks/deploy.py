@@ -1,4 +1,4 @@
-"""Stage 5: start serving the stored bundle on the configured backend."""
+"""Stage 5: start serving the bundle on the configured backend."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from paddock import crud
 from paddock.bundle import SIDE_FILES, work_bundle_dir
 from paddock.checks.config import read_json, serving_limits
 from paddock.config import get_settings
-from paddock.contracts import Endpoint, StoredBundle
+from paddock.contracts import Bundle, Endpoint, StoredBundle
 from paddock.errors import BackendError, IllegalTransition, ModelRefused, PaddockError
 from paddock.models import Status
 from paddock.params import GenerationParams
@@ -21,7 +21,7 @@ from paddock.serving import current_backend, stop_serving
 from paddock.storage import bundle_manifest
 from tasks.stage import stage
 
-__all__ = ["deploy", "build_spec", "own_copy"]
+__all__ = ["deploy", "build_spec", "maps_run_copy", "own_copy"]
 
 
 def _serving(submission_id: str, endpoint: Endpoint) -> bool:
@@ -31,38 +31,53 @@ def _serving(submission_id: str, endpoint: Endpoint) -> bool:
     return current_backend().status(dep.handle) == "ready"
 
 
-def build_spec(submission_id: str, stored: StoredBundle) -> ServeSpec:
-    """What to serve and how, from the stored bundle, the model's config and the target.
+def maps_run_copy() -> bool:
+    """Whether a server deployed now maps the bundle its run serialized on this machine
+    rather than reading the store: a local server, an S3 store it would otherwise stream
+    from, and the target's ``local_copy`` on. Then deploy needs nothing the upload makes,
+    and the flow runs the upload beside it."""
+    target = serving_target()
+    return target.backend == "local" and target.local_copy and model_store().is_s3
+
+
+def build_spec(submission_id: str, source: Bundle | StoredBundle) -> ServeSpec:
+    """What to serve and how, from the bundle, the model's config and the target.
 
     The context length and dtype come from the model's own config.json: the target's
     ``max_model_len`` is a cap (a model built for 256 tokens is served with 256, not a
     platform default it cannot meet) and its ``dtype`` applies only when it forces one
     (``auto`` defers to the config's ``torch_dtype``; float32 is forced on CPU).
 
-    A server on this machine maps the bundle this run serialized when that copy is still
-    here and hashes to the stored bundle's digest: the same bytes, without streaming them
-    back from the store (for SmolLM2 on moto, about 5 s of weight load against 0.4 s). Otherwise
-    — a redeploy on another machine, a cleaned work dir, the target's ``local_copy`` off —
-    the tensors stream from S3.
+    ``source`` is the bundle this run serialized (`maps_run_copy`: the server maps it,
+    the same bytes the upload beside it stores, with no keys) or the stored bundle. A
+    local server given the stored bundle still maps the run's copy when it is here and
+    hashes to the stored digest (for SmolLM2 on moto, about 5 s of weight load against
+    0.4 s); otherwise — a redeploy on another machine, a cleaned work dir, the target's
+    ``local_copy`` off — the tensors stream from S3.
     """
     sub = crud.require_submission(submission_id=submission_id)
     store_block = model_store()
     target = serving_target()
-    config_files = tuple(f for f in stored.files if f in SIDE_FILES)
-    bundle_uri, config_dir, streamed = stored.uri, None, store_block.is_s3
-    if store_block.is_s3 and target.backend == "local":
-        config_dir = own_copy(submission_id, stored) if target.local_copy else None
-        if config_dir is not None:
-            bundle_uri, streamed = f"{config_dir}/", False
-        else:
-            # vLLM reads config and tokenizer from a local --model directory; only the
-            # tensors stream from S3.
-            config_dir = store_block.open().fetch(
-                stored.digest,
-                list(config_files),
-                get_settings().work_dir / submission_id / "serve-config",
-            )
-    config = _model_config(store_block, stored, config_dir)
+    if isinstance(source, Bundle):
+        bundle_uri, config_dir, streamed = f"{source.path}/", source.path, False
+        config_files = tuple(f for f in SIDE_FILES if (source.path / f).is_file())
+        config = read_json(source.path / "config.json")
+    else:
+        config_files = tuple(f for f in source.files if f in SIDE_FILES)
+        bundle_uri, config_dir, streamed = source.uri, None, store_block.is_s3
+        if store_block.is_s3 and target.backend == "local":
+            config_dir = own_copy(submission_id, source) if target.local_copy else None
+            if config_dir is not None:
+                bundle_uri, streamed = f"{config_dir}/", False
+            else:
+                # vLLM reads config and tokenizer from a local --model directory; only the
+                # tensors stream from S3.
+                config_dir = store_block.open().fetch(
+                    source.digest,
+                    list(config_files),
+                    get_settings().work_dir / submission_id / "serve-config",
+                )
+        config = _model_config(store_block, source, config_dir)
     max_model_len, dtype = serving_limits(config, cap=target.max_model_len, dtype=target.dtype)
     return ServeSpec(
         submission_id=submission_id,
@@ -122,11 +137,11 @@ def _still_deploying(submission_id: str) -> None:
 
 
 @stage("deploy", retries=1, still_valid=_serving)
-def deploy(submission_id: str, stored: StoredBundle) -> Endpoint:
+def deploy(submission_id: str, bundle: Bundle | StoredBundle) -> Endpoint:
     stop_serving(submission_id)  # a previous attempt's leftovers
     target = serving_target()
     backend = current_backend()
-    spec = build_spec(submission_id, stored)
+    spec = build_spec(submission_id, bundle)
     handle = backend.start(spec)
     dep_id = crud.record_deployment(
         submission_id=submission_id, backend=target.backend, endpoint=None, handle=handle

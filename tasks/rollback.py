@@ -9,7 +9,7 @@ submission may be serving the same one).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from prefect import task
@@ -30,13 +30,22 @@ def roll_back(submission_id: str) -> None:
 
 
 @contextmanager
-def undone_on_failure(submission_id: str) -> Iterator[None]:
+def undone_on_failure(
+    submission_id: str, *, once_ended: Callable[[], object] | None = None
+) -> Iterator[None]:
     """Roll the submission back if the block raises; the failure still propagates. Not
-    when the run lost its lease: what it would undo is the new holder's."""
+    when the run lost its lease: what it would undo is the new holder's.
+
+    ``once_ended`` waits for the work still under way beside the block (an upload beside
+    the deploy): it is called before the rollback, which would otherwise take back an
+    upload that then goes on writing.
+    """
     try:
         yield
     except LeaseLost:
         raise  # the run that took the lease owns the server and the upload now
     except BaseException:
+        if once_ended is not None:
+            once_ended()
         roll_back(submission_id)
         raise

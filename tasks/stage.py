@@ -61,6 +61,7 @@ def stage(
     retries: int = ...,
     timeout_seconds: float | None = ...,
     still_valid: Callable[[str, H], bool],
+    moves_status: bool = ...,
 ) -> Callable[[Callable[P, H]], Task[P, H]]: ...
 
 
@@ -71,6 +72,7 @@ def stage(
     retries: int = ...,
     timeout_seconds: float | None = ...,
     still_valid: None = ...,
+    moves_status: bool = ...,
 ) -> _Decorator: ...
 
 
@@ -80,17 +82,20 @@ def stage(
     retries: int = 3,
     timeout_seconds: float | None = None,
     still_valid: Callable[[str, Any], bool] | None = None,
+    moves_status: bool = True,
 ) -> Callable[[Callable[P, H]], Task[P, H]] | _Decorator:
     """Make ``fn(submission_id, ...)`` a recorded, retried, resumable pipeline stage.
 
     ``still_valid(submission_id, output)`` says whether an earlier run's output can stand
     in for this run's (the file is still on disk, the server still answers).
+    ``moves_status=False``: the stage runs beside the main line, whose stages move the
+    status (two stages moving it at once would leave it at whichever moved last).
     """
 
     def decorate(fn: Callable[P, H]) -> Task[P, H]:
         policy = stage_policy(retries)
         return retried_task(name, policy, timeout_seconds=timeout_seconds)(
-            _recorded(name, fn, still_valid)
+            _recorded(name, fn, still_valid, moves_status=moves_status)
         )
 
     return decorate
@@ -108,10 +113,14 @@ def subflow_stage(name: str) -> Callable[[Callable[P, H]], Callable[P, H]]:
 
 
 def _recorded(
-    name: str, fn: Callable[P, H], still_valid: Callable[[str, H], bool] | None
+    name: str,
+    fn: Callable[P, H],
+    still_valid: Callable[[str, H], bool] | None,
+    *,
+    moves_status: bool = True,
 ) -> Callable[P, H]:
     """``fn`` with resume-by-skip, the status change and one timeline row per call."""
-    status = lifecycle.stage_status(name)
+    status = lifecycle.stage_status(name) if moves_status else None
     output_type: type[H] = typing.get_type_hints(fn)["return"]
     signature = inspect.signature(fn)
     if next(iter(signature.parameters), None) != "submission_id":

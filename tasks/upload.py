@@ -1,4 +1,10 @@
-"""Stage 4: put the bundle in the model store, content-addressed and verified."""
+"""Stage 4: put the bundle in the model store, content-addressed and verified.
+
+`upload` is the stage on the main line, before a deploy whose server reads the store.
+`upload_beside` is the same work run beside deploy when the server maps the bundle this
+run serialized (a local server): deploy moves the status, and the flow joins the upload
+before warm-up, so nothing is published that is not stored.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from paddock.contracts import Bundle, StoredBundle
 from paddock.storage import bundle_manifest
 from tasks.stage import stage
 
-__all__ = ["upload"]
+__all__ = ["upload", "upload_beside"]
 
 
 def _in_store(submission_id: str, stored: StoredBundle) -> bool:
@@ -43,8 +49,7 @@ def _progress_reporter(submission_id: str) -> Callable[[int, int], None]:
     return report
 
 
-@stage("upload", still_valid=_in_store)
-def upload(submission_id: str, bundle: Bundle) -> StoredBundle:
+def _upload(submission_id: str, bundle: Bundle) -> StoredBundle:
     store = model_store().open()
     manifest = bundle_manifest(bundle.path)
     created = store.get_manifest(manifest["digest"]) is None
@@ -59,3 +64,7 @@ def upload(submission_id: str, bundle: Bundle) -> StoredBundle:
         bytes=sum(f.size for f in stored),
         created=created,
     )
+
+
+upload = stage("upload", still_valid=_in_store)(_upload)
+upload_beside = stage("upload", still_valid=_in_store, moves_status=False)(_upload)

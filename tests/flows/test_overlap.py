@@ -1,6 +1,8 @@
-"""The runtime checks run beside serialize → upload → deploy, and either side's failure is
-handled as if they had run in turn: refused checks stop the deploy and roll the run back;
-a deploy that fails first is the reason, and the checks are waited for.
+"""The runtime checks run beside serialize → upload → deploy, and the upload beside deploy
+when the server maps the run's own bundle; either side's failure is handled as if they
+had run in turn: a side stage that fails stops the deploy and rolls the run back; a
+deploy that fails first is the reason, and what runs beside it is waited for (an upload
+still writing is taken back once it ends).
 
 The real flow on real parts (olah is not needed: the sources are local directories under
 the allowed root; moto S3 is the store; the checks load the model with transformers). The
@@ -31,6 +33,7 @@ from safetensors.torch import load_file, save_file
 import flows.submission as flow_module
 import tasks.deploy as deploy_module
 import tasks.runtime as runtime_module
+import tasks.upload as upload_module
 from flows.submission import submission
 from paddock import crud, lifecycle, timeline
 from paddock.config import get_settings
@@ -67,6 +70,7 @@ class StandInBackend:
     fails its start-up wait as soon as it dies, as the local backend's wait does."""
 
     tmp: Path
+    target: SimpleNamespace  # the serving target deploy reads (local_copy: upload beside)
     refuse: BaseException | None = None  # raised by start(): no server at all
     entered: threading.Event = field(default_factory=threading.Event)
     proceed: threading.Event = field(default_factory=threading.Event)
@@ -130,8 +134,8 @@ REAL_CHECKS = runtime_module.runtime_checks
 
 @pytest.fixture
 def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInBackend]:
-    fake = StandInBackend(tmp_path)
-    target = SimpleNamespace(backend="local", ready_timeout_s=60.0)
+    target = SimpleNamespace(backend="local", ready_timeout_s=60.0, local_copy=True)
+    fake = StandInBackend(tmp_path, target)
     monkeypatch.setattr(deploy_module, "current_backend", lambda: fake)
     monkeypatch.setattr(deploy_module, "serving_target", lambda: target)
     monkeypatch.setattr(deploy_module, "build_spec", lambda *a: SimpleNamespace(served_name="m"))
@@ -196,9 +200,37 @@ def _children() -> set[str]:
     return found
 
 
+def _stopped_mid_deploy(
+    backend: StandInBackend, submission_id: str, error: type[BaseException], match: str, side: str
+) -> timeline.StatusReport:
+    """Run the flow while the ``side`` stage fails under a starting server: the side's
+    failure is the run's, and the deploy was stopped by it — not left to finish or to
+    time out (60 s), and a stop is not retried — with nothing left running."""
+    before = _children()
+    began = time.monotonic()
+    with pytest.raises(error, match=match):
+        submission(submission_id)
+    seconds = time.monotonic() - began
+
+    report = timeline.build(submission_id)
+    assert report.status == "failed" and report.failed_stage == side, report.reason
+    assert match in (report.reason or "")
+    assert not backend.proceed.is_set() and seconds < 45
+    assert [r.status for r in _rows(submission_id, "deploy")] == [StageStatus.failed]
+    assert _rows(submission_id, "warmup") == []
+    assert len(backend.started) == 1
+    assert not pid_alive(backend.started[0].pid), "the server was left running"
+    assert crud.active_deployment(submission_id=submission_id) is None
+    assert _children() <= before
+    return report
+
+
 # ---------------------------------------------------------------------------- the tests
 
 
+@pytest.mark.parametrize(
+    "local_copy", [True, False], ids=["upload-beside-deploy", "upload-before-deploy"]
+)
 def test_the_checks_run_beside_the_main_line_and_are_joined_before_warmup(
     backend: StandInBackend,
     checks: HeldChecks,
@@ -206,8 +238,10 @@ def test_the_checks_run_beside_the_main_line_and_are_joined_before_warmup(
     monkeypatch: pytest.MonkeyPatch,
     paddock_home: Path,
     tiny_model: Path,
+    local_copy: bool,
 ) -> None:
-    source = _source(paddock_home, tiny_model, "good")
+    backend.target.local_copy = local_copy
+    source = _source(paddock_home, tiny_model, f"good-{local_copy}")
     sub = crud.create_submission(developer="t", source=source, display_name="overlap-ok")
     # The checks start once serialize has, and the server is ready once their stage is
     # recorded as done (not merely once the check function returned: the stage still
@@ -261,6 +295,14 @@ def test_the_checks_run_beside_the_main_line_and_are_joined_before_warmup(
         warm = _rows(sub.id, "warmup")[-1]
         assert warm.started_at >= runtime.ended_at, "warm-up did not wait for the checks"
         assert any(k.endswith("model.tensors") for k in store())
+        [up] = _rows(sub.id, "upload")
+        assert up.status is StageStatus.succeeded and up.ended_at
+        assert warm.started_at >= up.ended_at, "warm-up did not wait for the upload"
+        assert report.artifacts, "the upload's reference to the bundle was not recorded"
+        if local_copy:  # the server maps the run's own bundle: the upload runs beside it
+            assert up.started_at >= serialize.ended_at and up.started_at < deploy.ended_at
+        else:  # the server reads the store: deploy waits for the upload
+            assert up.ended_at <= deploy.started_at
 
         # Prefect shows the checks as their own task run, under way beside deploy.
         flow_run_id = state.state_details.flow_run_id
@@ -288,30 +330,16 @@ def test_checks_that_fail_while_deploy_is_under_way_stop_it_and_roll_back(
     source = _source(paddock_home, tiny_model, "overflow", overflow=True)
     sub = crud.create_submission(developer="t", source=source, display_name="overlap-bad")
     checks.until = backend.entered.is_set  # the server is starting when they fail
-    before = _children()
 
-    began = time.monotonic()
-    with pytest.raises(Rejected, match="forward pass produced NaN or infinite logits"):
-        submission(sub.id)
-    seconds = time.monotonic() - began
+    report = _stopped_mid_deploy(
+        backend, sub.id, Rejected, "forward pass produced NaN or infinite logits", "runtime"
+    )
 
-    report = timeline.build(sub.id)
-    assert report.status == "failed" and report.failed_stage == "runtime", report.reason
-    assert "forward pass" in (report.reason or "")
-    # The deploy was stopped by the failure, not left to finish or to time out (60 s),
-    # and a stop is not retried.
-    assert not backend.proceed.is_set() and seconds < 45
-    assert [r.status for r in _rows(sub.id, "deploy")] == [StageStatus.failed]
-    assert _rows(sub.id, "warmup") == []
-    assert len(backend.started) == 1
-    assert not pid_alive(backend.started[0].pid), "the server was left running"
-    assert crud.active_deployment(submission_id=sub.id) is None
     # Nothing stored, nothing on disk, nothing running.
     assert store() == []
     assert report.artifacts == []
     assert not (get_settings().work_dir / sub.id).exists()
     assert checks.thread is not None and not checks.thread.is_alive()
-    assert _children() <= before
 
 
 @pytest.mark.parametrize("overflow", [False, True], ids=["checks-pass", "checks-refuse"])
@@ -384,3 +412,72 @@ def test_checks_that_fail_before_deploy_starts_keep_it_from_starting(
     assert backend.started == [] and not backend.entered.is_set()
     assert store() == [] and report.artifacts == []
     assert not (get_settings().work_dir / sub.id).exists()
+
+
+# ------------------------------------------------------------- the upload beside deploy
+
+
+def _upload_store_once(
+    monkeypatch: pytest.MonkeyPatch, until: Callable[[], bool], *, bucket: str | None = None
+) -> None:
+    """The upload stage opens its store only once ``until()`` holds (and, with ``bucket``,
+    a bucket S3 does not have: the real server refuses the upload)."""
+    real = upload_module.model_store
+
+    def held() -> Any:
+        deadline = time.monotonic() + 120
+        while not until():
+            assert time.monotonic() < deadline, "the moment the test waits for never came"
+            time.sleep(0.02)
+        block = real()
+        if bucket is not None:
+            block = block.model_copy(update={"url": f"s3://{bucket}/nowhere"})
+        return block
+
+    monkeypatch.setattr(upload_module, "model_store", held)
+
+
+def test_an_upload_that_fails_beside_deploy_stops_it_and_is_the_reason(
+    backend: StandInBackend,
+    store: Callable[[], list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    paddock_home: Path,
+    tiny_model: Path,
+) -> None:
+    source = _source(paddock_home, tiny_model, "lost-upload")
+    sub = crud.create_submission(developer="t", source=source, display_name="overlap-up")
+    # The server is starting when S3 refuses the upload (no such bucket: not transient).
+    _upload_store_once(monkeypatch, backend.entered.is_set, bucket="no-such-bucket")
+
+    report = _stopped_mid_deploy(backend, sub.id, Exception, "NoSuchBucket", "upload")
+
+    assert report.artifacts == [] and store() == []
+
+
+def test_a_deploy_that_fails_first_waits_for_the_upload_beside_it_then_takes_it_back(
+    backend: StandInBackend,
+    store: Callable[[], list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    paddock_home: Path,
+    tiny_model: Path,
+) -> None:
+    source = _source(paddock_home, tiny_model, "late-upload")
+    sub = crud.create_submission(developer="t", source=source, display_name="overlap-late-up")
+    backend.refuse = ConfigurationError("the serving target names no Python to run vLLM")
+
+    def deploy_failed() -> bool:
+        return any(r.status is StageStatus.failed for r in _rows(sub.id, "deploy"))
+
+    # The upload stores the bundle only after the deploy has failed: the rollback must
+    # wait for it, or it would take back nothing and leave the bundle in the store.
+    _upload_store_once(monkeypatch, deploy_failed)
+
+    with pytest.raises(ConfigurationError, match="no Python"):
+        submission(sub.id)
+
+    report = timeline.build(sub.id)
+    assert report.status == "failed" and report.failed_stage == "deploy", report.reason
+    [up] = _rows(sub.id, "upload")
+    assert up.status is StageStatus.succeeded, "the upload was meant to finish"
+    assert store() == [] and report.artifacts == [], "the upload outlived its rollback"
+    assert crud.active_deployment(submission_id=sub.id) is None

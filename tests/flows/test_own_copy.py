@@ -22,9 +22,9 @@ from blocks import model_store
 from deployments.local import LocalBackend
 from paddock import crud
 from paddock.bundle import work_bundle_dir
-from paddock.contracts import StoredBundle
+from paddock.contracts import Bundle, StoredBundle
 from paddock.storage import bundle_manifest
-from tasks.deploy import build_spec
+from tasks.deploy import build_spec, maps_run_copy
 from tests.utils.blocks import use_s3_store, use_serving
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -77,6 +77,30 @@ def test_the_identical_copy_on_this_machine_is_mapped(
     model_dir, extra = _loaded(LocalBackend(python=Path(sys.executable)).command(spec, 8000))
     assert model_dir == str(local)
     assert extra == {"tensorizer_uri": str(local / "model.tensors")}
+
+
+def test_the_bundle_the_run_just_serialized_is_mapped_before_it_is_stored(
+    serialized: tuple[str, StoredBundle], s3: Any
+) -> None:
+    """What the flow hands deploy when the upload runs beside it: the run's own bundle,
+    mapped as it is (no store read, no keys), with the same limits the stored one gets."""
+    sid, stored = serialized
+    local = work_bundle_dir(sid)
+    bundle = Bundle(path=local, tensors=1, bytes=stored.bytes, read_s=0, write_s=0, verify_s=0)
+    assert maps_run_copy(), "a local server, an S3 store, local_copy on"
+
+    spec = build_spec(sid, bundle)
+
+    assert spec.bundle_uri == f"{local}/"
+    assert spec.env == {} and spec.s3_endpoint is None and spec.local_config_dir is None
+    assert spec.config_files == ("config.json", "tokenizer.json", "tokenizer_config.json")
+    assert spec.max_model_len == build_spec(sid, stored).max_model_len
+    model_dir, extra = _loaded(LocalBackend(python=Path(sys.executable)).command(spec, 8000))
+    assert model_dir == str(local)
+    assert extra == {"tensorizer_uri": str(local / "model.tensors")}
+
+    use_serving(local_copy=False)
+    assert not maps_run_copy(), "told to stream: the upload must come first"
 
 
 def _tampered(sid: str) -> None:
