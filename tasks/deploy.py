@@ -33,11 +33,12 @@ def _serving(submission_id: str, endpoint: Endpoint) -> bool:
 
 def maps_run_copy() -> bool:
     """Whether a server deployed now maps the bundle its run serialized on this machine
-    rather than reading the store: a local server, an S3 store it would otherwise stream
-    from, and the target's ``local_copy`` on. Then deploy needs nothing the upload makes,
-    and the flow runs the upload beside it."""
+    rather than reading the store: a local server with the target's ``local_copy`` on
+    (whichever store: S3 it would stream from, or a local directory it would map the
+    stored copy in). Then deploy needs nothing the upload makes, and the flow runs the
+    upload beside it."""
     target = serving_target()
-    return target.backend == "local" and target.local_copy and model_store().is_s3
+    return target.backend == "local" and target.local_copy
 
 
 def build_spec(submission_id: str, source: Bundle | StoredBundle) -> ServeSpec:

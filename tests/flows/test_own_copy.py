@@ -25,7 +25,7 @@ from paddock.bundle import work_bundle_dir
 from paddock.contracts import Bundle, StoredBundle
 from paddock.storage import bundle_manifest
 from tasks.deploy import build_spec, maps_run_copy
-from tests.utils.blocks import use_s3_store, use_serving
+from tests.utils.blocks import use_local_store, use_s3_store, use_serving
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 PREFIX = "own-copy"
@@ -80,7 +80,7 @@ def test_the_identical_copy_on_this_machine_is_mapped(
 
 
 def test_the_bundle_the_run_just_serialized_is_mapped_before_it_is_stored(
-    serialized: tuple[str, StoredBundle], s3: Any
+    serialized: tuple[str, StoredBundle], tmp_path: Path
 ) -> None:
     """What the flow hands deploy when the upload runs beside it: the run's own bundle,
     mapped as it is (no store read, no keys), with the same limits the stored one gets."""
@@ -99,8 +99,10 @@ def test_the_bundle_the_run_just_serialized_is_mapped_before_it_is_stored(
     assert model_dir == str(local)
     assert extra == {"tensorizer_uri": str(local / "model.tensors")}
 
+    use_local_store(tmp_path / "store")
+    assert maps_run_copy(), "a local store too: the server maps the run's copy, not the store's"
     use_serving(local_copy=False)
-    assert not maps_run_copy(), "told to stream: the upload must come first"
+    assert not maps_run_copy(), "told to read the store: the upload must come first"
 
 
 def _tampered(sid: str) -> None:
