@@ -43,8 +43,8 @@ class ServingTarget(Block):
     )
     local_copy: bool = Field(
         default=True,
-        description="Map the bundle serialized on this machine (the same bytes, not "
-        "streamed back from the store; the upload then runs beside the deploy, and a "
+        description="With an S3 store, map the bundle serialized on this machine (the "
+        "same bytes, not streamed back; the upload then runs beside the deploy, and a "
         "redeploy maps it only if it hashes to the stored one); false: always stream.",
     )
     # kubernetes

@@ -99,10 +99,11 @@ def test_the_bundle_the_run_just_serialized_is_mapped_before_it_is_stored(
     assert model_dir == str(local)
     assert extra == {"tensorizer_uri": str(local / "model.tensors")}
 
-    use_local_store(tmp_path / "store")
-    assert maps_run_copy(), "a local store too: the server maps the run's copy, not the store's"
     use_serving(local_copy=False)
-    assert not maps_run_copy(), "told to read the store: the upload must come first"
+    assert not maps_run_copy(), "told to stream: the upload must come first"
+    use_serving()
+    use_local_store(tmp_path / "store")
+    assert not maps_run_copy(), "a local store's copy is short: it stays before deploy"
 
 
 def _tampered(sid: str) -> None:
