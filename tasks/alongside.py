@@ -5,8 +5,9 @@ while, so the flow runs them at once (each a Prefect task submitted to the flow'
 pool: its own task run in the UI, its own timeline row):
 
   * the runtime checks, beside serialize → upload → deploy, joined before warm-up;
-  * the upload, beside deploy, when the server maps the bundle this run serialized (a
-    local server): joined before warm-up too, so nothing is published that is not stored.
+  * the upload, beside deploy, when the server maps the bundle this run serialized rather
+    than streaming it from S3 (a local server): joined before warm-up too, so nothing is
+    published that is not stored.
 
 Two rules keep that as safe as running them in turn:
 
