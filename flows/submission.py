@@ -7,9 +7,8 @@ nothing from the main line run beside it and are joined before warm-up
 (tasks/alongside.py: one that fails stops the deploy): the runtime checks beside
 serialize, upload and deploy, and — when the server maps the bundle this run serialized
 rather than streaming it back from S3 (tasks/deploy.py `maps_run_copy`) — the upload
-beside deploy. From upload on, a failure that survives
-its retries rolls the run back — the server stopped, the upload taken back — so a failed
-submission leaves nothing behind.
+beside deploy. From upload on, a failure that survives its retries rolls the run back —
+the server stopped, the upload taken back — so a failed submission leaves nothing behind.
 """
 
 from __future__ import annotations

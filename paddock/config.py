@@ -37,8 +37,8 @@ class Settings(BaseSettings):
     s3_secret_access_key: str | None = None
     serving_backend: Literal["local", "kubernetes"] = "local"
     serving_python: Path | None = None  # python of the serving environment (.venv-serving)
-    # A local server maps the bundle its run serialized on this machine (and the upload
-    # runs beside its deploy); false: it always streams the tensors from the store.
+    # With an S3 store, a local server maps the bundle its run serialized on this machine
+    # (and the upload runs beside its deploy); false: it streams the tensors from S3.
     serve_local_copy: bool = True
     # Local-directory sources are refused unless they sit under one of these roots.
     allowed_source_dirs: list[Path] = Field(default_factory=list)

@@ -47,7 +47,7 @@ __all__ = ["Alongside", "Side"]
 
 H = TypeVar("H", bound=Handoff)
 H_co = TypeVar("H_co", bound=Handoff, covariant=True)
-I = TypeVar("I")  # noqa: E741 - a side stage's input
+In = TypeVar("In")  # a side stage's input
 T = TypeVar("T")
 P = ParamSpec("P")
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class Alongside:
         first = self._first
         return None if first in (None, _MAIN) else first
 
-    def start(self, stage: Task[[str, I], H], given: I) -> Side[H]:
+    def start(self, stage: Task[[str, In], H], given: In) -> Side[H]:
         """Start ``stage(submission_id, given)`` beside the main line, unless a side stage
         has failed already."""
         with self._main_line():
