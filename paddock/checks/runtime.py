@@ -13,7 +13,7 @@ from typing import Any
 
 from paddock.errors import Rejected
 
-__all__ = ["REFERENCE_PROMPTS", "check_finite", "runtime_checks"]
+__all__ = ["REFERENCE_PROMPTS", "all_finite", "check_finite", "runtime_checks"]
 
 REFERENCE_PROMPTS = [
     "What is the capital of France?",
@@ -22,17 +22,32 @@ REFERENCE_PROMPTS = [
 ]
 
 
+def all_finite(tensor: Any) -> bool:
+    """Whether every value is finite, in one reduction and without a copy.
+
+    The smallest and largest values are both finite exactly when all values are: an
+    infinity is an extreme itself, and ``aminmax`` propagates NaN. ``isfinite(t).all()``
+    first writes a mask as large as the tensor, which made the scan five times slower.
+    """
+    import torch
+
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return True
+    if tensor.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        return bool(torch.isfinite(tensor).all())  # no aminmax for float8 on CPU
+    low, high = torch.aminmax(tensor)
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
+
+
 def check_finite(model_dir: Path) -> None:
     """Refuse NaN or infinite values, reading one tensor at a time."""
-    import torch
     from safetensors import safe_open
 
     bad: list[str] = []
     for path in sorted(model_dir.glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as fh:
             for name in fh.keys():
-                tensor = fh.get_tensor(name)
-                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                if not all_finite(fh.get_tensor(name)):
                     bad.append(name)
     if bad:
         raise Rejected(
@@ -74,7 +89,7 @@ def runtime_checks(
             f"transformers had to initialise {len(invented)} weight(s) at random "
             f"({', '.join(str(k) for k in invented[:3])}); push the complete checkpoint"
         )
-    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    bad = [name for name, p in model.named_parameters() if not all_finite(p)]
     if bad:
         raise Rejected(
             f"weights contain NaN or infinite values in {len(bad)} tensor(s), first "
