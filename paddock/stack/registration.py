@@ -4,13 +4,14 @@ pool, the deployments of prefect.yaml, and the check that the worker reached the
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from .layout import DEPLOYMENT, POOL, REPO, WORKER, StackError, Urls
@@ -19,7 +20,7 @@ from .processes import Part, tail
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
 
-__all__ = ["prefect_client", "ensure_pool", "deploy", "wait_worker"]
+__all__ = ["prefect_client", "pool_template", "ensure_pool", "deploy", "wait_worker"]
 
 
 @contextmanager
@@ -32,18 +33,41 @@ def prefect_client(url: Urls) -> Iterator[SyncPrefectClient]:
             yield client
 
 
+def pool_template() -> dict[str, Any]:
+    """Prefect's process template, with the flow-run command named: this interpreter's
+    ``-m prefect.engine``.
+
+    Left unnamed, Prefect 3.8's process worker starts each run through a workspace
+    supervisor — a Python process that imports Prefect, runs the deployment's pull steps
+    and then execs the engine, which imports Prefect again — to support per-run dependency
+    installs that paddock's deployments do not use. Named, the worker starts the engine
+    directly and the engine runs the pull steps itself: one interpreter start fewer per run.
+    """
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    command = template["variables"]["properties"]["command"]
+    command["default"] = shlex.join([sys.executable, "-m", "prefect.engine"])
+    return template
+
+
 def ensure_pool(client: SyncPrefectClient) -> None:
-    from prefect.client.schemas.actions import WorkPoolCreate
+    """The pool exists with :func:`pool_template`. A pool an older `up` made with Prefect's
+    stock template gets ours; one an operator changed is theirs, and left as it is."""
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
     from prefect.workers.process import ProcessWorker
 
+    template = pool_template()
     try:
-        client.read_work_pool(POOL)
+        pool = client.read_work_pool(POOL)
     except ObjectNotFound:
-        template = ProcessWorker.get_default_base_job_template()
         client.create_work_pool(
             WorkPoolCreate(name=POOL, type="process", base_job_template=template)
         )
+        return
+    if pool.base_job_template == ProcessWorker.get_default_base_job_template():
+        client.update_work_pool(POOL, WorkPoolUpdate(base_job_template=template))
 
 
 def deploy(env: dict[str, str], logs: Path, client: SyncPrefectClient) -> tuple[list[str], str]:

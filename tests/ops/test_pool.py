@@ -1,0 +1,63 @@
+"""The `paddock` work pool names its flow-run command, and `up` does not undo an operator.
+
+`test_stack` runs submissions through a worker of this pool end to end; these cases pin
+the template itself on a real Prefect server.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Iterator
+
+import pytest
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectNotFound
+from prefect.workers.process import ProcessWorker
+
+from paddock.stack.layout import POOL
+from paddock.stack.registration import ensure_pool, pool_template
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture
+def client() -> Iterator[SyncPrefectClient]:
+    with get_client(sync_client=True) as client:
+        try:
+            client.delete_work_pool(POOL)
+        except ObjectNotFound:
+            pass
+        yield client
+        client.delete_work_pool(POOL)
+
+
+def _command(client: SyncPrefectClient) -> str | None:
+    template = client.read_work_pool(POOL).base_job_template
+    return template["variables"]["properties"]["command"]["default"]
+
+
+def test_a_new_pool_starts_the_engine_with_this_interpreter(client: SyncPrefectClient) -> None:
+    ensure_pool(client)
+    command = _command(client)
+    assert command == shlex.join([sys.executable, "-m", "prefect.engine"])
+    assert client.read_work_pool(POOL).base_job_template == pool_template()
+
+
+def test_a_pool_with_prefects_stock_template_is_brought_in_line(
+    client: SyncPrefectClient,
+) -> None:
+    stock = ProcessWorker.get_default_base_job_template()
+    client.create_work_pool(WorkPoolCreate(name=POOL, type="process", base_job_template=stock))
+    assert _command(client) is None  # the worker would go through its workspace supervisor
+    ensure_pool(client)
+    assert _command(client) == shlex.join([sys.executable, "-m", "prefect.engine"])
+
+
+def test_a_pool_an_operator_changed_is_left_as_it_is(client: SyncPrefectClient) -> None:
+    theirs = ProcessWorker.get_default_base_job_template()
+    theirs["variables"]["properties"]["stream_output"]["default"] = False
+    client.create_work_pool(WorkPoolCreate(name=POOL, type="process", base_job_template=theirs))
+    ensure_pool(client)
+    assert client.read_work_pool(POOL).base_job_template == theirs
