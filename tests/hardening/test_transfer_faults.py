@@ -24,7 +24,7 @@ from pydantic import SecretStr
 import tasks.download as download_module
 import tasks.upload as upload_module
 from blocks import ModelSource, ModelStore
-from paddock import crud, lifecycle
+from paddock import crud, lifecycle, sources
 from paddock.contracts import Bundle
 from paddock.models import StageStatus, Status
 from paddock.storage import MANIFEST, S3Store
@@ -59,12 +59,11 @@ def hub_proxy(
 ) -> Iterator[FaultyProxy]:
     """The hub mirror behind a faulty proxy, as the download stage's model source.
 
-    The hub client writes a response in 10 MB pieces, so it can only resume past the
-    first 10 MB; with the 2 MB tiny model the piece is made 64 KiB so that resuming shows.
+    The hub client writes a response in whole pieces (paddock asks for 1 MiB), so it can
+    only resume past the last whole piece; with the 2 MB tiny model the piece is made
+    64 KiB so that resuming shows.
     """
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", PIECE)
+    monkeypatch.setattr(sources, "HUB_CHUNK_BYTES", PIECE)
     with FaultyProxy("127.0.0.1", _port(hub.endpoint)) as proxy:
         monkeypatch.setattr(
             download_module, "model_source", lambda: ModelSource(endpoint=proxy.endpoint)
