@@ -33,9 +33,9 @@ def prefect_client(url: Urls) -> Iterator[SyncPrefectClient]:
             yield client
 
 
-def pool_template() -> dict[str, Any]:
-    """Prefect's process template, with the flow-run command named: this interpreter's
-    ``-m prefect.engine``.
+def pool_template(python: str = sys.executable) -> dict[str, Any]:
+    """Prefect's process template, with the flow-run command named: ``python -m
+    prefect.engine`` (this interpreter's, unless told).
 
     Left unnamed, Prefect 3.8's process worker starts each run through a workspace
     supervisor — a Python process that imports Prefect, runs the deployment's pull steps
@@ -47,16 +47,33 @@ def pool_template() -> dict[str, Any]:
 
     template = ProcessWorker.get_default_base_job_template()
     command = template["variables"]["properties"]["command"]
-    command["default"] = shlex.join([sys.executable, "-m", "prefect.engine"])
+    command["default"] = shlex.join([python, "-m", "prefect.engine"])
     return template
 
 
+def _paddocks_own(template: dict[str, Any]) -> bool:
+    """Whether an `up` made this template — Prefect's stock one, as older ones did, or
+    :func:`pool_template` for some interpreter (a venv since moved) — rather than an
+    operator, whose changes `up` must not undo."""
+    from prefect.workers.process import ProcessWorker
+
+    stock = ProcessWorker.get_default_base_job_template()
+    try:
+        command = template["variables"]["properties"]["command"]["default"]
+        argv = shlex.split(command) if command is not None else None
+    except (KeyError, TypeError, ValueError):
+        return False
+    if argv is None:
+        return template == stock
+    return len(argv) == 3 and template == pool_template(argv[0])
+
+
 def ensure_pool(client: SyncPrefectClient) -> None:
-    """The pool exists with :func:`pool_template`. A pool an older `up` made with Prefect's
-    stock template gets ours; one an operator changed is theirs, and left as it is."""
+    """The pool exists with :func:`pool_template`. A pool an earlier `up` made is brought
+    in line (Prefect's stock template, or another interpreter's command); one an operator
+    changed is theirs, and left as it is."""
     from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
-    from prefect.workers.process import ProcessWorker
 
     template = pool_template()
     try:
@@ -66,7 +83,7 @@ def ensure_pool(client: SyncPrefectClient) -> None:
             WorkPoolCreate(name=POOL, type="process", base_job_template=template)
         )
         return
-    if pool.base_job_template == ProcessWorker.get_default_base_job_template():
+    if pool.base_job_template != template and _paddocks_own(pool.base_job_template):
         client.update_work_pool(POOL, WorkPoolUpdate(base_job_template=template))
 
 

@@ -61,3 +61,19 @@ def test_a_pool_an_operator_changed_is_left_as_it_is(client: SyncPrefectClient) 
     client.create_work_pool(WorkPoolCreate(name=POOL, type="process", base_job_template=theirs))
     ensure_pool(client)
     assert client.read_work_pool(POOL).base_job_template == theirs
+
+
+def test_a_pool_naming_a_moved_interpreter_gets_this_one(client: SyncPrefectClient) -> None:
+    """A venv re-created elsewhere: the old path would fail every run's start."""
+    gone = pool_template("/nowhere/.venv/bin/python")
+    client.create_work_pool(WorkPoolCreate(name=POOL, type="process", base_job_template=gone))
+    ensure_pool(client)
+    assert _command(client) == shlex.join([sys.executable, "-m", "prefect.engine"])
+
+
+def test_a_pool_with_another_command_is_the_operators(client: SyncPrefectClient) -> None:
+    theirs = pool_template()
+    theirs["variables"]["properties"]["command"]["default"] = "nice -n 5 python -m prefect.engine"
+    client.create_work_pool(WorkPoolCreate(name=POOL, type="process", base_job_template=theirs))
+    ensure_pool(client)
+    assert _command(client) == "nice -n 5 python -m prefect.engine"
