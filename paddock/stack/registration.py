@@ -57,14 +57,13 @@ def _paddocks_own(template: dict[str, Any]) -> bool:
     operator, whose changes `up` must not undo."""
     from prefect.workers.process import ProcessWorker
 
-    stock = ProcessWorker.get_default_base_job_template()
     try:
         command = template["variables"]["properties"]["command"]["default"]
         argv = shlex.split(command) if command is not None else None
     except (KeyError, TypeError, ValueError):
         return False
     if argv is None:
-        return template == stock
+        return template == ProcessWorker.get_default_base_job_template()
     return len(argv) == 3 and template == pool_template(argv[0])
 
 

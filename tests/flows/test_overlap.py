@@ -39,7 +39,7 @@ from paddock import crud, lifecycle, timeline
 from paddock.config import get_settings
 from paddock.contracts import Bundle, Endpoint, Snapshot, StressSummary, WarmedUp
 from paddock.errors import BackendError, ConfigurationError, Rejected
-from paddock.models import StageRun, StageStatus, Status
+from paddock.models import StageRun, StageStatus, Status, Submission
 from paddock.serving import stop_serving
 from tasks.stage import stage
 from tests.utils.blocks import use_s3_store, use_serving
@@ -164,10 +164,12 @@ def store(s3: Any, request: pytest.FixtureRequest) -> Callable[[], list[str]]:
     return objects
 
 
-def _source(paddock_home: Path, tiny_model: Path, name: str, *, overflow: bool = False) -> str:
-    """A copy of the tiny model under the allowed root. ``overflow``: its output weights
-    are finite but so large that a forward pass overflows — every static check and the
-    value scan pass, and only the runtime checks can tell."""
+def _submitted(
+    paddock_home: Path, tiny_model: Path, name: str, *, overflow: bool = False
+) -> Submission:
+    """A submission of a copy of the tiny model under the allowed root. ``overflow``: its
+    output weights are finite but so large that a forward pass overflows — every static
+    check and the value scan pass, and only the runtime checks can tell."""
     src = paddock_home / "sources" / "overlap" / name
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(tiny_model, src)
@@ -176,7 +178,7 @@ def _source(paddock_home: Path, tiny_model: Path, name: str, *, overflow: bool =
         head = tensors["lm_head.weight"]
         tensors["lm_head.weight"] = head / head.abs().max() * 3e38
         save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
-    return str(src)
+    return crud.create_submission(developer="t", source=str(src), display_name=f"overlap-{name}")
 
 
 def _rows(submission_id: str, name: str) -> list[StageRun]:
@@ -241,8 +243,7 @@ def test_the_checks_run_beside_the_main_line_and_are_joined_before_warmup(
     local_copy: bool,
 ) -> None:
     backend.target.local_copy = local_copy
-    source = _source(paddock_home, tiny_model, f"good-{local_copy}")
-    sub = crud.create_submission(developer="t", source=source, display_name="overlap-ok")
+    sub = _submitted(paddock_home, tiny_model, f"good-{local_copy}")
     # The checks start once serialize has, and the server is ready once their stage is
     # recorded as done (not merely once the check function returned: the stage still
     # writes the reference after that): their span lies inside the main line's by
@@ -327,8 +328,7 @@ def test_checks_that_fail_while_deploy_is_under_way_stop_it_and_roll_back(
     paddock_home: Path,
     tiny_model: Path,
 ) -> None:
-    source = _source(paddock_home, tiny_model, "overflow", overflow=True)
-    sub = crud.create_submission(developer="t", source=source, display_name="overlap-bad")
+    sub = _submitted(paddock_home, tiny_model, "overflow", overflow=True)
     checks.until = backend.entered.is_set  # the server is starting when they fail
 
     report = _stopped_mid_deploy(
@@ -351,8 +351,7 @@ def test_a_deploy_that_fails_first_is_the_reason_and_the_checks_are_waited_for(
     tiny_model: Path,
     overflow: bool,
 ) -> None:
-    source = _source(paddock_home, tiny_model, f"late-{overflow}", overflow=overflow)
-    sub = crud.create_submission(developer="t", source=source, display_name="overlap-late")
+    sub = _submitted(paddock_home, tiny_model, f"late-{overflow}", overflow=overflow)
     backend.refuse = ConfigurationError("the serving target names no Python to run vLLM")
 
     def deploy_failed() -> bool:
@@ -387,8 +386,7 @@ def test_checks_that_fail_before_deploy_starts_keep_it_from_starting(
     paddock_home: Path,
     tiny_model: Path,
 ) -> None:
-    source = _source(paddock_home, tiny_model, "overflow-early", overflow=True)
-    sub = crud.create_submission(developer="t", source=source, display_name="overlap-early")
+    sub = _submitted(paddock_home, tiny_model, "overflow-early", overflow=True)
     real_serialize = flow_module.serialize
 
     def serialize_once_checked(submission_id: str, snapshot: Snapshot) -> Bundle:
@@ -444,8 +442,7 @@ def test_an_upload_that_fails_beside_deploy_stops_it_and_is_the_reason(
     paddock_home: Path,
     tiny_model: Path,
 ) -> None:
-    source = _source(paddock_home, tiny_model, "lost-upload")
-    sub = crud.create_submission(developer="t", source=source, display_name="overlap-up")
+    sub = _submitted(paddock_home, tiny_model, "lost-upload")
     # The server is starting when S3 refuses the upload (no such bucket: not transient).
     _upload_store_once(monkeypatch, backend.entered.is_set, bucket="no-such-bucket")
 
@@ -461,8 +458,7 @@ def test_a_deploy_that_fails_first_waits_for_the_upload_beside_it_then_takes_it_
     paddock_home: Path,
     tiny_model: Path,
 ) -> None:
-    source = _source(paddock_home, tiny_model, "late-upload")
-    sub = crud.create_submission(developer="t", source=source, display_name="overlap-late-up")
+    sub = _submitted(paddock_home, tiny_model, "late-upload")
     backend.refuse = ConfigurationError("the serving target names no Python to run vLLM")
 
     def deploy_failed() -> bool:
