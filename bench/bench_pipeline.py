@@ -306,6 +306,38 @@ class Stack:
         self._local_copy = on
 
 
+def _cpu_ticks(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def wait_spare_settled(home: Path, timeout: float = 120.0) -> str:
+    """Until the stack's spare keeper holds a spare that has finished importing vLLM (its
+    CPU time stops growing), so every run meets a platform at rest; outside any run's
+    clock. Returns what it found, for the log."""
+    log = home / "stack" / "logs" / "spares.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            lines = log.read_text().splitlines()
+        except OSError:
+            lines = []
+        started = [m for line in lines if (m := re.search(r"spare pid (\d+) importing", line))]
+        if started:
+            pid = int(started[-1].group(1))
+            before = _cpu_ticks(pid)
+            time.sleep(1.0)
+            after = _cpu_ticks(pid)
+            if before is not None and after is not None and after - before < 5:
+                return f"spare {pid} ready"
+        else:
+            time.sleep(1.0)
+    return "no settled spare"
+
+
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -625,6 +657,7 @@ def main() -> None:
                         if mode in STACKED:
                             assert stack is not None
                             stack.local_copy(mode == "stack")
+                            wait_spare_settled(stack.home)
                             env, db = stack.cli_env, stack.home / "paddock.db"
                             prefect_api: str | None = stack.prefect_api
                         else:

@@ -175,8 +175,11 @@ class LocalBackend:
             log.write(f"paddock: {' '.join(cmd)}\n".encode())
             log.flush()
             spawned = datetime.now(UTC)  # the start-up profile's zero
-            proc = self._from_spare(spec, cmd, env, cwd, log_path)
-            if proc is None:
+            spare = self._from_spare(spec, cmd, env, cwd, log_path)
+            proc: subprocess.Popen[bytes] | None
+            if spare is not None:
+                pid, proc = spare.pid, spare.proc
+            else:
                 try:
                     proc = subprocess.Popen(
                         cmd,
@@ -191,40 +194,49 @@ class LocalBackend:
                     if home:
                         shutil.rmtree(home, ignore_errors=True)
                     raise BackendError(f"could not start {self.python}: {exc}") from exc
-        self._procs[proc.pid] = proc
+                pid = proc.pid
+        if proc is not None:  # ours to reap (a spare from the keeper is the keeper's)
+            self._procs[pid] = proc
         return {
             "backend": self.name,
-            "pid": proc.pid,
-            "pgid": proc.pid,
+            "pid": pid,
+            "pgid": pid,
             "port": port,
             "endpoint": f"http://{self.host}:{port}",
             "log_path": str(log_path),
             "started_at": spawned.isoformat().replace("+00:00", "Z"),
             "served_name": spec.served_name,
-            "proc_start": proc_start(proc.pid),
+            "proc_start": proc_start(pid),
             "home": str(home) if home else None,
         }
 
+    def spare_env(self) -> dict[str, str]:
+        """The environment a spare interpreter for this backend's servers imports with."""
+        return self._server_env(child_env())
+
     def prestart(self, submission_id: str) -> None:
-        """Start a spare interpreter for the submission's server-to-be: vLLM imported
-        while its bundle is made (`deployments.spares`). Does nothing without the
-        serving environment; `start` works the same either way."""
+        """Get a spare interpreter for the submission's server-to-be (`deployments.spares`):
+        the machine keeper's, imported already, or else one of its own that imports while
+        the bundle is made. Does nothing without the serving environment; `start` works
+        the same either way."""
         if self.python.exists():
-            spares.start(submission_id, self.python, self._server_env(child_env()), self.log_dir)
+            env = self.spare_env()
+            if not spares.claim(submission_id, self.python, env):
+                spares.start(submission_id, self.python, env, self.log_dir)
 
     def _from_spare(
         self, spec: ServeSpec, cmd: list[str], env: dict[str, str], cwd: Path, log: Path
-    ) -> subprocess.Popen[bytes] | None:
+    ) -> spares.Spare | None:
         """The submission's spare, made into the server ``cmd`` describes; None to start
         one the ordinary way (no spare, or one started differently, or gone)."""
-        proc = spares.take(spec.submission_id, self.python, env, late=spec.env)
-        if proc is None:
+        spare = spares.take(spec.submission_id, self.python, env, late=spec.env)
+        if spare is None:
             return None
         try:
-            spares.hand_over(proc, cmd[1 + len(_SERVER) :], env, cwd, log)  # its arguments
+            spares.hand_over(spare, cmd[1 + len(_SERVER) :], env, cwd, log)  # its arguments
         except OSError:
             return None
-        return proc
+        return spare
 
     def _server_env(self, env: dict[str, str]) -> dict[str, str]:
         """``env`` (what a server may see of ours) with the backend's own settings."""

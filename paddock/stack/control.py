@@ -7,18 +7,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from paddock.config import get_settings
 
 from .automations import replace_automations, save_hook_block
 from .layout import DESCRIBE, ORDER, StackError, urls
 from .parts import (
+    SPARE_SOCKET_VAR,
     check_prefect_database,
     part_env,
     start_api,
     start_server,
+    start_spares,
     start_worker,
     wait_http,
+    wait_socket,
 )
 from .processes import Part, port_taken, stop_part, wait_closed
 from .registration import deploy, ensure_pool, prefect_client, wait_worker
@@ -117,6 +121,12 @@ def up(*, redeploy: bool = False, progress: Callable[[str], None] | None = None)
             wait_worker(client, worker, since if "worker" in started else 0.0, _WAIT_PART)
         api = alive.get("api") or started["api"]
         wait_http(api, f"{url.api}/openapi.json", _WAIT_PART)
+        if "spares" not in alive:  # it reads the serving target from the Prefect server
+            say("starting the spare keeper")
+            started["spares"] = start_spares(env, logs)
+            save(settings, {**alive, **started}, configured=False)
+        spares = alive.get("spares") or started["spares"]
+        wait_socket(spares, Path(env[SPARE_SOCKET_VAR]), _WAIT_PART)
     except BaseException:
         for name in reversed(ORDER):
             if name in started:
@@ -144,7 +154,7 @@ def down() -> list[str]:
     settings = get_settings()
     parts, _ = load(settings)
     stopped = [name for name in reversed(ORDER) if name in parts and parts[name].alive()]
-    for name in ("worker", "api", "server"):
+    for name in ("worker", "api", "spares", "server"):
         if name in parts:
             stop_part(parts[name])
     state_path(settings).unlink(missing_ok=True)

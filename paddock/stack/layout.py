@@ -37,8 +37,13 @@ NOTIFY_AUTOMATION = "submission-sla-breached-notify"
 DEPLOYMENT = "submission/submission"
 # Start order; `down` stops them the other way round (the worker while its server still
 # answers, so it can let go of its runs cleanly).
-ORDER = ("server", "worker", "api")
-DESCRIBE = {"server": "the Prefect server", "worker": "the worker", "api": "the paddock API"}
+ORDER = ("server", "worker", "api", "spares")
+DESCRIBE = {
+    "server": "the Prefect server",
+    "worker": "the worker",
+    "api": "the paddock API",
+    "spares": "the spare keeper",
+}
 
 
 class StackError(PaddockError):

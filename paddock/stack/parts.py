@@ -17,6 +17,7 @@ from paddock.config import Settings
 
 from .layout import DESCRIBE, POOL, REPO, WORKER, StackError, Urls
 from .processes import Part, spawn, tail
+from .state import stack_dir
 
 __all__ = [
     "PREFECT_DATABASE_VARS",
@@ -25,8 +26,14 @@ __all__ = [
     "start_server",
     "start_worker",
     "start_api",
+    "start_spares",
     "wait_http",
+    "wait_socket",
 ]
+
+# Where the spare keeper takes claims; every part's environment names it, so the worker's
+# flow runs find it (the name is deployments.spares.SOCKET_VAR, not imported here).
+SPARE_SOCKET_VAR = "PADDOCK_SPARE_SOCKET"
 
 
 def part_env(settings: Settings, url: Urls) -> dict[str, str]:
@@ -40,6 +47,7 @@ def part_env(settings: Settings, url: Urls) -> dict[str, str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PYTHONUNBUFFERED="1",
     )
+    env[SPARE_SOCKET_VAR] = str(stack_dir(settings) / "spares.sock")
     return env
 
 
@@ -110,6 +118,29 @@ def start_api(settings: Settings, url: Urls, env: dict[str, str], logs: Path) ->
     part = spawn("api", argv, env, logs / "api.log", f"{url.api} (web; OpenAPI at /docs)")
     part.port = settings.api_port
     return part
+
+
+def start_spares(env: dict[str, str], logs: Path) -> Part:
+    argv = [sys.executable, "-m", "deployments.spare_keeper"]
+    where = f"a vLLM interpreter imported ahead (claims at {env[SPARE_SOCKET_VAR]})"
+    return spawn("spares", argv, env, logs / "spares.log", where)
+
+
+def wait_socket(part: Part, path: Path, timeout: float) -> None:
+    """Until the keeper takes claims (it binds before it imports anything heavy)."""
+    deadline = time.monotonic() + timeout
+    while not path.is_socket():
+        if not part.alive():
+            raise StackError(
+                f"{DESCRIBE[part.name]} exited while starting; its log {part.log} ends: "
+                f"{tail(part.log)}"
+            )
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"{DESCRIBE[part.name]} took no claims at {path} within {timeout:.0f} s; "
+                f"see {part.log}"
+            )
+        time.sleep(0.1)
 
 
 def wait_http(part: Part, url: str, timeout: float) -> None:

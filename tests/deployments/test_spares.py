@@ -18,8 +18,7 @@ ENV = {"PATH": os.environ["PATH"], "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "
 
 
 def _pid_of(key: str) -> int:
-    spare = spares._spares[key]
-    return spare.proc.pid
+    return spares._spares[key].pid
 
 
 def test_an_unused_spare_is_killed_when_its_run_ends(tmp_path: Path) -> None:
@@ -51,17 +50,19 @@ def test_keys_read_once_the_server_runs_may_differ(tmp_path: Path) -> None:
     spares.start("sub-late", DEFAULT_PYTHON, ENV, tmp_path)
     pid = _pid_of("sub-late")
     later = {**ENV, "HOME": str(tmp_path), "S3_ENDPOINT_URL": "http://127.0.0.1:1"}
-    proc = spares.take("sub-late", DEFAULT_PYTHON, later, late={"S3_ENDPOINT_URL"})
+    spare = spares.take("sub-late", DEFAULT_PYTHON, later, late={"S3_ENDPOINT_URL"})
     try:
-        assert proc is not None and proc.pid == pid
+        assert spare is not None and spare.pid == pid
         assert spares.take("sub-late", DEFAULT_PYTHON, later) is None  # taken once
     finally:
-        if proc is not None:
-            spares._kill(proc)
+        if spare is not None:
+            spare.kill()
 
 
 def test_a_dead_spare_is_not_handed_over(tmp_path: Path) -> None:
     spares.start("sub-dead", DEFAULT_PYTHON, ENV, tmp_path)
-    spares._spares["sub-dead"].proc.kill()
-    spares._spares["sub-dead"].proc.wait()
+    proc = spares._spares["sub-dead"].proc
+    assert proc is not None
+    proc.kill()
+    proc.wait()
     assert spares.take("sub-dead", DEFAULT_PYTHON, ENV) is None

@@ -244,9 +244,9 @@ def stack(request: pytest.FixtureRequest, hub: SlowHub) -> Iterator[Stack]:
 
 def test_up_starts_every_part_and_says_where(stack: Stack) -> None:
     out = stack.up.stdout
-    for part in ("server", "worker", "api"):
+    for part in ("server", "worker", "api", "spares"):
         assert re.search(rf"│ {part}\s", out), out
-    assert out.count("started") >= 3
+    assert out.count("started") >= 4
     assert "submission/submission" in out and "submission-missed-sla" in out
     parts = stack.state()["parts"]
     for part in parts.values():
@@ -278,7 +278,7 @@ def test_a_second_up_finds_every_part_running(stack: Stack) -> None:
     again = paddock("up", env=stack.env, timeout=60)
     assert again.returncode == 0, again.stderr
     assert "every part was already running" in again.stdout
-    assert again.stdout.count("already running") >= 3
+    assert again.stdout.count("already running") >= 4
     assert {name: p["pid"] for name, p in stack.state()["parts"].items()} == before
 
 
@@ -410,7 +410,7 @@ def test_submissions_queue_while_the_worker_is_down_and_run_when_it_returns(stac
     again = paddock("up", env=stack.env, timeout=180)
     assert again.returncode == 0, again.stderr
     assert re.search(r"│ worker .*started", again.stdout), again.stdout
-    assert again.stdout.count("already running") == 2
+    assert again.stdout.count("already running") == 3  # all but the worker
     report = stack.wait(sub_id, lambda r: r["status"] in SETTLED)
     assert report["failed_stage"] == "download"  # it ran
     assert report["sla"]["queued_seconds"] >= 6
