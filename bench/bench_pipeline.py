@@ -16,6 +16,9 @@ would, in two modes:
                off: the server streams the tensors back from the store instead of mapping
                the copy its run serialized here — that change measured within one run
 
+Before each stack run the bench waits, off the clock, until the stack's spare keeper
+holds a spare that has finished importing vLLM, so every run meets a platform at rest.
+
 The wall clock starts before the command is spawned and the submission is deployed when
 its publish stage ends; the breakdown splits that interval into consecutive parts, so the
 parts add up to the wall time exactly:
@@ -27,13 +30,14 @@ parts add up to the wall time exactly:
       prefect start  → "Beginning flow run" (the ephemeral Prefect server, the run created)
     stack:
       flow run       → the flow run is Scheduled (the API asked the Prefect server)
-      worker pickup  → Pending (the worker's next poll: every 2 s)
+      worker pickup  → Pending (the worker's next poll: every second)
       flow start     → Running (the worker's child process: spawn, imports, engine)
     to 1st stage   → the first stage row
     <stage>        each stage, first start to last end (retries included); a stage run
                    beside others (the runtime checks; the upload, when it overlaps
                    deploy) is shown apart, not in the sum
-    between stages Prefect's task orchestration from one stage's end to the next's start
+    between stages from one stage's end to the next's start: Prefect's task orchestration,
+                   and waiting for a stage beside the main line to end (its join)
     deploy: …      the deploy stage again, split: before the spawn (spec, config fetch),
                    then vLLM's own parts (`deployments.startup`) up to the stage's end
 
