@@ -2,13 +2,15 @@
 
 The flow body is the pipeline: each stage is a task (tasks/) that records itself and
 retries transient faults; the stress stage is a subflow. Once the static checks pass,
-the server gets a head start (a local backend imports vLLM meanwhile). Stages that need
-nothing from the main line run beside it and are joined before warm-up
-(tasks/alongside.py: one that fails stops the deploy): the runtime checks beside
-serialize, upload and deploy, and — when the server maps the bundle this run serialized
-rather than streaming it back from S3 (tasks/deploy.py `maps_run_copy`) — the upload
-beside deploy. From upload on, a failure that survives its retries rolls the run back —
-the server stopped, the upload taken back — so a failed submission leaves nothing behind.
+the server gets a head start (a local backend takes the stack's spare vLLM interpreter,
+or starts one that imports meanwhile). Stages that need nothing from the main line run
+beside it (tasks/alongside.py: one that fails stops the deploy): the runtime checks
+beside serialize, upload and deploy, joined before warm-up, whose parity check needs
+their reference; and — when the server maps the bundle this run serialized rather than
+streaming it back from S3 (tasks/deploy.py `maps_run_copy`) — the upload beside deploy
+and warm-up, joined before the stress gate measures. From upload on, a failure that
+survives its retries rolls the run back — the server stopped, the upload taken back — so
+a failed submission leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from prefect.events import emit_event
 
 from flows.stress import stress_test
 from paddock import crud, leases, lifecycle, serving, timeline
+from paddock.contracts import StoredBundle
 from paddock.errors import IllegalTransition, Rejected
 from paddock.models import StageStatus, Status
-from tasks.alongside import Alongside
+from tasks.alongside import Alongside, Side
 from tasks.deploy import deploy, maps_run_copy
 from tasks.download import download
 from tasks.publish import publish
@@ -55,19 +58,21 @@ def submission(submission_id: str) -> str:
         try:
             snapshot = download(submission_id)
             sanity(submission_id, snapshot)
-            serving.head_start(submission_id)  # vLLM imports while the bundle is made
+            serving.head_start(submission_id)  # a spare vLLM interpreter for the server
             checks = sides.start(runtime, snapshot)
             bundle = sides.beside(serialize, submission_id, snapshot)
             with undone_on_failure(submission_id, once_ended=sides.settle):
+                storing: Side[StoredBundle] | None = None
                 if maps_run_copy():  # the server maps this bundle: store it meanwhile
                     storing = sides.start(upload_beside, bundle)
                     endpoint = sides.beside(deploy, submission_id, bundle)
-                    storing.join()
                 else:  # the server reads the store: the bundle must be there first
                     stored = sides.beside(upload, submission_id, bundle)
                     endpoint = sides.beside(deploy, submission_id, stored)
                 checks.join()  # warm-up's parity check needs the reference
-                warmup(submission_id, endpoint)
+                sides.beside(warmup, submission_id, endpoint)
+                if storing is not None:  # none of the upload's load in the gate's
+                    storing.join()  # figures, and nothing published that is not stored
                 stress_test(submission_id, endpoint)
                 published = publish(submission_id, endpoint)
         except leases.LeaseLost:

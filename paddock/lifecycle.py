@@ -51,8 +51,8 @@ class Stage:
 # (a load, a forward pass, the parity reference) need nothing the next three stages make
 # and they need nothing from it until warm-up, so they run beside them. The upload runs
 # beside deploy instead of before it when the server maps the bundle its run serialized
-# rather than streaming it from S3 (a local server): it then leaves the status to deploy,
-# and is joined before warm-up.
+# rather than streaming it from S3 (a local server): it then leaves the status to deploy
+# and warm-up, and is joined before the stress gate.
 STAGES: tuple[Stage, ...] = (
     Stage("download", Status.downloading),
     Stage("sanity", Status.checking),

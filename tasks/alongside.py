@@ -5,8 +5,9 @@ while, so the flow runs them at once (each a Prefect task submitted to the flow'
 pool: its own task run in the UI, its own timeline row):
 
   * the runtime checks, beside serialize → upload → deploy, joined before warm-up;
-  * the upload, beside deploy, when the server maps the bundle this run serialized rather
-    than streaming it from S3 (a local server): joined before warm-up too, so nothing is
+  * the upload, beside deploy and warm-up, when the server maps the bundle this run
+    serialized rather than streaming it from S3 (a local server): joined before the
+    stress gate, so that none of its load is in the gate's figures and nothing is
     published that is not stored.
 
 Two rules keep that as safe as running them in turn:
@@ -17,7 +18,7 @@ Two rules keep that as safe as running them in turn:
     the failure before its next stage and rolls the run back, once every side stage has
     ended (an upload still writing would otherwise outlive its own rollback). A stage
     that starts in the instant between is not refused — `failed` may resume — so the
-    flow joins the side stages again before warm-up, and the rollback stops whatever
+    flow joins each side stage before what needs it, and the rollback stops whatever
     that stage started.
   * Whichever fails first owns the failure. The deploy that stopped because a side stage
     failed is not the reason; nor is a side stage that fails after the main line did.

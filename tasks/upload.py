@@ -2,9 +2,9 @@
 
 `upload` is the stage on the main line, before a deploy whose server reads the store.
 `upload_beside` is the same work run beside deploy when the server maps the bundle this
-run serialized rather than streaming it from S3 (a local server): deploy moves the
-status, and the flow joins the upload before warm-up, so nothing is published that is
-not stored.
+run serialized rather than streaming it from S3 (a local server): deploy and warm-up
+move the status, and the flow joins the upload before the stress gate, so that none of
+its load is in the gate's figures and nothing is published that is not stored.
 """
 
 from __future__ import annotations

@@ -298,7 +298,8 @@ def test_the_checks_run_beside_the_main_line_and_are_joined_before_warmup(
         assert any(k.endswith("model.tensors") for k in store())
         [up] = _rows(sub.id, "upload")
         assert up.status is StageStatus.succeeded and up.ended_at
-        assert warm.started_at >= up.ended_at, "warm-up did not wait for the upload"
+        stressed = _rows(sub.id, "stress")[-1]
+        assert stressed.started_at >= up.ended_at, "the stress gate did not wait for the upload"
         assert report.artifacts, "the upload's reference to the bundle was not recorded"
         if local_copy:  # the server maps the run's own bundle: the upload runs beside it
             assert up.started_at >= serialize.ended_at and up.started_at < deploy.ended_at
@@ -449,6 +450,47 @@ def test_an_upload_that_fails_beside_deploy_stops_it_and_is_the_reason(
     report = _stopped_mid_deploy(backend, sub.id, Exception, "NoSuchBucket", "upload")
 
     assert report.artifacts == [] and store() == []
+
+
+def test_an_upload_that_fails_during_warmup_stops_the_run_before_the_stress_gate(
+    backend: StandInBackend,
+    store: Callable[[], list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    paddock_home: Path,
+    tiny_model: Path,
+) -> None:
+    sub = _submitted(paddock_home, tiny_model, "upload-lost-in-warmup")
+    backend.proceed.set()  # the server is ready at once: warm-up begins beside the upload
+    _upload_store_once(monkeypatch, _started(sub.id, "warmup"), bucket="no-such-bucket")
+    stressed: list[str] = []
+
+    @stage("warmup", retries=0)
+    def warmup(submission_id: str, endpoint: Endpoint) -> WarmedUp:
+        # Warm-up is talking to the server when the upload fails: the upload's watcher
+        # stops the server under it, as a real warm-up would find.
+        server = backend.started[0].pid
+        deadline = time.monotonic() + 60
+        while pid_alive(server):
+            assert time.monotonic() < deadline, "the failed upload left the server running"
+            time.sleep(0.02)
+        raise BackendError(f"the server at {endpoint.url} went away during warm-up")
+
+    @stage("stress", retries=0)
+    def stress_test(submission_id: str, endpoint: Endpoint) -> StressSummary:
+        stressed.append(submission_id)
+        raise AssertionError("the stress gate ran without a stored bundle")
+
+    monkeypatch.setattr(flow_module, "warmup", warmup)
+    monkeypatch.setattr(flow_module, "stress_test", stress_test)
+    with pytest.raises(Exception, match="NoSuchBucket"):
+        submission(sub.id)
+
+    report = timeline.build(sub.id)
+    assert report.status == "failed" and report.failed_stage == "upload", report.reason
+    assert "NoSuchBucket" in (report.reason or "")
+    assert [r.status for r in _rows(sub.id, "warmup")] == [StageStatus.failed]
+    assert stressed == [] and report.artifacts == [] and store() == []
+    assert crud.active_deployment(submission_id=sub.id) is None
 
 
 def test_a_deploy_that_fails_first_waits_for_the_upload_beside_it_then_takes_it_back(
