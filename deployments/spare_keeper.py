@@ -19,9 +19,11 @@ at end of input, where it exits. A keeper that stops (``paddock down``) kills th
 it still holds; servers it gave away keep running.
 
 The next spare is not imported at once, since the run that took the last one is about to
-serialize and deploy on the same cores, but once the machine has had at least a core idle
-for a few seconds (or after a minute whatever the load, so a machine that is never quiet
-still gets one). The environment is the local backend's own (`LocalBackend.spare_env`),
+serialize and deploy on the same cores, but once the machine has had at least a core
+idle for a few seconds (or after a minute whatever the load, so a machine that is never
+quiet still gets one). A spare that ends unused (killed, or a broken serving
+environment) and a target with none to hold are looked at again a minute later, not on
+every tick. The environment is the local backend's own (`LocalBackend.spare_env`),
 computed as a flow run computes it, and read again before every new spare, so a changed
 serving target is followed; for a target that is not local, the keeper holds none.
 """
@@ -121,6 +123,7 @@ class Keeper:
         self.spare: spares.Spare | None = None
         self.given: list[subprocess.Popen[bytes]] = []  # reaped as they end
         self._since: float | None = None  # waiting to start the next since; None: at once
+        self._not_before = 0.0  # no look before this (monotonic), after one found nothing
         self._stopping = threading.Event()
 
     def stop(self) -> None:
@@ -193,23 +196,25 @@ class Keeper:
             pass
 
     def _replenish(self) -> None:
+        now = time.monotonic()
         if self.spare is not None:
             if self.spare.alive():
                 return
+            # Killed, or the serving environment is broken: not straight back to a loop.
             log.info("spare pid %d ended unused", self.spare.pid)
             self.spare.kill()  # reaps it
-            self.spare, self._since = None, time.monotonic()
-        if self._since is not None:
-            waited = time.monotonic() - self._since
-            if not self.cpu.quiet() and waited < self.max_wait_s:
-                return
+            self.spare, self._since, self._not_before = None, now, now + self.max_wait_s
+        if now < self._not_before:
+            return
+        if self._since is not None and not self.cpu.quiet() and now - self._since < self.max_wait_s:
+            return
         try:
             recipe = self.recipe()
         except Exception as exc:  # a serving target that cannot be read now: try later
             log.warning("cannot tell how to start a spare (will try again): %s", exc)
             recipe = None
-        if recipe is None:
-            self._since = time.monotonic()
+        if recipe is None:  # nothing to hold for now: look again in a while, not every tick
+            self._since, self._not_before = now, now + self.max_wait_s
             return
         proc = spares.spawn(recipe.python, recipe.env, recipe.cwd)
         assert proc.stdin is not None  # started with a pipe

@@ -159,3 +159,27 @@ def test_a_stopped_keeper_kills_the_spare_it_holds_and_takes_its_socket_away(
     _until(lambda: _reaped(pid), 10, "the keeper's spare outlived it")
     _until(lambda: not keeper.path.exists(), 5, "the socket outlived the keeper")
     assert not spares.claim("sub-late", backend.python, backend.spare_env())
+
+
+def test_nothing_to_hold_or_a_spare_that_dies_at_once_is_not_retried_every_tick(
+    tmp_path: Path,
+) -> None:
+    asked: list[str] = []
+
+    def not_local() -> Recipe | None:
+        asked.append("not local")
+        return None
+
+    def broken() -> Recipe | None:  # an interpreter that exits at once
+        asked.append("broken")
+        return Recipe(Path("/bin/false"), {}, tmp_path)
+
+    for recipe in (not_local, broken):
+        keeper = Keeper(tmp_path / f"{recipe.__name__}.sock", recipe, max_wait_s=1000)
+        keeper.cpu.quiet = lambda: True  # type: ignore[method-assign]  # quiet throughout
+        thread = threading.Thread(target=keeper.serve, daemon=True)
+        thread.start()
+        time.sleep(2.0)  # four ticks
+        keeper.stop()
+        thread.join(timeout=10)
+        assert asked.count(recipe.__name__.replace("_", " ")) == 1, asked
