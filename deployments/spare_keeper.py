@@ -19,10 +19,11 @@ at end of input, where it exits. A keeper that stops (``paddock down``) kills th
 it still holds; servers it gave away keep running.
 
 The next spare is not imported at once, since the run that took the last one is about to
-serialize and deploy on the same cores, but once the machine has had at least a core
-idle for a few seconds (or after a minute whatever the load, so a machine that is never
-quiet still gets one). A spare that ends unused (killed, or a broken serving
-environment) and a target with none to hold are looked at again a minute later, not on
+serialize and deploy on the same cores, but once the machine has had at least a core idle
+for a few seconds, or after one SLA whatever the load (`PADDOCK_SLA_SECONDS`, five
+minutes by default: a machine that is never quiet still gets one, and a run at work is
+not slowed by the import). A spare that ends unused (killed, or a broken serving
+environment) and a target with none to hold are looked at again one SLA later, not on
 every tick. The environment is the local backend's own (`LocalBackend.spare_env`),
 computed as a flow run computes it, and read again before every new spare, so a changed
 serving target is followed; for a target that is not local, the keeper holds none.
@@ -114,7 +115,7 @@ class Keeper:
         recipe: Callable[[], Recipe | None],
         *,
         quiet_s: float = 3.0,
-        max_wait_s: float = 60.0,
+        max_wait_s: float = 300.0,
     ) -> None:
         self.path = path
         self.recipe = recipe
@@ -248,12 +249,12 @@ def main() -> int:
     from paddock.config import settings_or_exit
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    settings_or_exit()
+    settings = settings_or_exit()
     path = os.environ.get(spares.SOCKET_VAR)
     if not path:
         log.error("%s is not set: nowhere to take claims", spares.SOCKET_VAR)
         return 2
-    keeper = Keeper(Path(path), local_recipe)
+    keeper = Keeper(Path(path), local_recipe, max_wait_s=float(settings.sla_seconds))
     signal.signal(signal.SIGTERM, lambda *_: keeper.stop())
     signal.signal(signal.SIGINT, lambda *_: keeper.stop())
     keeper.serve()
