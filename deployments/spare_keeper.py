@@ -11,7 +11,7 @@ The protocol, on a Unix socket (mode 0600) named by ``PADDOCK_SPARE_SOCKET``: a 
 when it has one::
 
     {"pid": 4242, "proc_start": 123456, "python": "/…/python", "env": {…}}   + the fd
-    {"none": "the spare is still importing"}
+    {"none": "no spare held now"}
 
 The keeper then closes its own end of that stdin, so the run holds the only one: its
 order makes the spare a server, and a run that ends without sending one leaves the spare
@@ -48,7 +48,7 @@ from pathlib import Path
 from deployments import spares
 from deployments.processes import proc_start
 
-__all__ = ["Keeper", "CpuIdle", "main"]
+__all__ = ["Keeper", "Recipe", "CpuIdle", "local_recipe", "main"]
 
 log = logging.getLogger("paddock.spares")
 
@@ -172,7 +172,7 @@ class Keeper:
         if asked != b"claim":
             reply: spares.Offer = {"none": f"unknown request {asked[:20]!r}"}
         elif spare is None or not spare.alive():
-            reply = {"none": "none held: the machine has not been quiet since the last"}
+            reply = {"none": "no spare held now"}
         else:
             offer: spares.Offer = {
                 "pid": spare.pid,

@@ -138,7 +138,7 @@ def start(key: str, python: Path, env: dict[str, str], cwd: Path) -> None:
 
 
 def claim(key: str, python: Path, env: dict[str, str]) -> bool:
-    """Take the spare the machine's keeper holds for ``key``, if there is a keeper, it
+    """Take the machine keeper's spare and hold it for ``key``, if there is a keeper, it
     has one, and that one was started as ours would be; False otherwise (start one).
 
     A spare the keeper started differently is let go at once (it exits), with a warning

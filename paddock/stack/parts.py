@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from deployments.spares import SOCKET_VAR as SPARE_SOCKET_VAR
 from paddock.config import Settings
 
 from .layout import DESCRIBE, POOL, REPO, WORKER, StackError, Urls
@@ -31,10 +32,6 @@ __all__ = [
     "wait_socket",
 ]
 
-# Where the spare keeper takes claims; every part's environment names it, so the worker's
-# flow runs find it (the name is deployments.spares.SOCKET_VAR, not imported here).
-SPARE_SOCKET_VAR = "PADDOCK_SPARE_SOCKET"
-
 
 def part_env(settings: Settings, url: Urls) -> dict[str, str]:
     """What every part inherits: this environment (secrets included), pointed at the stack."""
@@ -47,6 +44,7 @@ def part_env(settings: Settings, url: Urls) -> dict[str, str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PYTHONUNBUFFERED="1",
     )
+    # Where the spare keeper takes claims: the worker's flow runs find it here.
     env[SPARE_SOCKET_VAR] = str(stack_dir(settings) / "spares.sock")
     return env
 
@@ -131,10 +129,7 @@ def wait_socket(part: Part, path: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not path.is_socket():
         if not part.alive():
-            raise StackError(
-                f"{DESCRIBE[part.name]} exited while starting; its log {part.log} ends: "
-                f"{tail(part.log)}"
-            )
+            raise _exited(part)
         if time.monotonic() > deadline:
             raise StackError(
                 f"{DESCRIBE[part.name]} took no claims at {path} within {timeout:.0f} s; "
@@ -147,10 +142,7 @@ def wait_http(part: Part, url: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not part.alive():
-            raise StackError(
-                f"{DESCRIBE[part.name]} exited while starting; its log {part.log} ends: "
-                f"{tail(part.log)}"
-            )
+            raise _exited(part)
         try:
             if httpx.get(url, timeout=2.0).status_code == 200:
                 return
@@ -159,4 +151,10 @@ def wait_http(part: Part, url: str, timeout: float) -> None:
         time.sleep(0.25)
     raise StackError(
         f"{DESCRIBE[part.name]} did not answer at {url} within {timeout:.0f} s; see {part.log}"
+    )
+
+
+def _exited(part: Part) -> StackError:
+    return StackError(
+        f"{DESCRIBE[part.name]} exited while starting; its log {part.log} ends: {tail(part.log)}"
     )
