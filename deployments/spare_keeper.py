@@ -47,6 +47,8 @@ from pathlib import Path
 
 from deployments import spares
 from deployments.processes import proc_start
+from paddock.errors import PaddockError
+from paddock.sockets import private_listener
 
 __all__ = ["Keeper", "Recipe", "CpuIdle", "local_recipe", "main"]
 
@@ -131,7 +133,7 @@ class Keeper:
         self._stopping.set()
 
     def serve(self) -> None:
-        listener = self._listen()
+        listener = private_listener(self.path)  # 0600: only this user may claim
         log.info("keeping a spare vLLM interpreter; claims at %s", self.path)
         try:
             while not self._stopping.is_set():
@@ -149,18 +151,6 @@ class Keeper:
             if self.spare is not None:
                 self.spare.kill()
             log.info("stopped")
-
-    def _listen(self) -> socket.socket:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.unlink(missing_ok=True)  # a keeper that was killed leaves its socket
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)  # 0600 from the start: only this user may claim
-        try:
-            listener.bind(str(self.path))
-        finally:
-            os.umask(old)
-        listener.listen(8)
-        return listener
 
     def _answer(self, conn: socket.socket) -> None:
         conn.settimeout(2.0)
@@ -257,7 +247,11 @@ def main() -> int:
     keeper = Keeper(Path(path), local_recipe, max_wait_s=float(settings.sla_seconds))
     signal.signal(signal.SIGTERM, lambda *_: keeper.stop())
     signal.signal(signal.SIGINT, lambda *_: keeper.stop())
-    keeper.serve()
+    try:
+        keeper.serve()
+    except PaddockError as exc:
+        log.error("%s", exc)
+        return 2
     return 0
 
 

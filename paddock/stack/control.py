@@ -14,10 +14,12 @@ from paddock.config import get_settings
 from .automations import replace_automations, save_hook_block
 from .layout import DESCRIBE, ORDER, StackError, urls
 from .parts import (
+    LAUNCHER_SOCKET_VAR,
     SPARE_SOCKET_VAR,
     check_prefect_database,
     part_env,
     start_api,
+    start_launcher,
     start_server,
     start_spares,
     start_worker,
@@ -97,8 +99,14 @@ def up(*, redeploy: bool = False, progress: Callable[[str], None] | None = None)
             say(f"starting the Prefect server on {url.prefect_ui}")
             started["server"] = start_server(settings, url, env, logs)
             save(settings, {**alive, **started}, configured=False)
+        if "launcher" not in alive:  # its imports overlap the server's start
+            say("starting the flow-run launcher")
+            started["launcher"] = start_launcher(env, logs)
+            save(settings, {**alive, **started}, configured=False)
         server = alive.get("server") or started["server"]
         wait_http(server, f"{url.prefect_api}/health", _WAIT_SERVER)
+        launcher = alive.get("launcher") or started["launcher"]
+        wait_socket(launcher, Path(env[LAUNCHER_SOCKET_VAR]), _WAIT_PART)
         since = time.time()
         with prefect_client(url) as client:
             ensure_pool(client)
@@ -154,7 +162,7 @@ def down() -> list[str]:
     settings = get_settings()
     parts, _ = load(settings)
     stopped = [name for name in reversed(ORDER) if name in parts and parts[name].alive()]
-    for name in ("worker", "api", "spares", "server"):
+    for name in ("worker", "launcher", "api", "spares", "server"):
         if name in parts:
             stop_part(parts[name])
     state_path(settings).unlink(missing_ok=True)

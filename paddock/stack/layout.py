@@ -37,9 +37,10 @@ NOTIFY_AUTOMATION = "submission-sla-breached-notify"
 DEPLOYMENT = "submission/submission"
 # Start order; `down` stops them the other way round (the worker while its server still
 # answers, so it can let go of its runs cleanly).
-ORDER = ("server", "worker", "api", "spares")
+ORDER = ("server", "launcher", "worker", "api", "spares")
 DESCRIBE = {
     "server": "the Prefect server",
+    "launcher": "the flow-run launcher",
     "worker": "the worker",
     "api": "the paddock API",
     "spares": "the spare keeper",

@@ -15,6 +15,7 @@ import httpx
 
 from deployments.spares import SOCKET_VAR as SPARE_SOCKET_VAR
 from paddock.config import Settings
+from paddock.launch import SOCKET_VAR as LAUNCHER_SOCKET_VAR
 
 from .layout import DESCRIBE, POOL, REPO, WORKER, StackError, Urls
 from .processes import Part, spawn, tail
@@ -25,6 +26,7 @@ __all__ = [
     "part_env",
     "check_prefect_database",
     "start_server",
+    "start_launcher",
     "start_worker",
     "start_api",
     "start_spares",
@@ -46,6 +48,8 @@ def part_env(settings: Settings, url: Urls) -> dict[str, str]:
     )
     # Where the spare keeper takes claims: the worker's flow runs find it here.
     env[SPARE_SOCKET_VAR] = str(stack_dir(settings) / "spares.sock")
+    # Where the launcher takes flow runs: the pool's command finds it here.
+    env[LAUNCHER_SOCKET_VAR] = str(stack_dir(settings) / "launcher.sock")
     return env
 
 
@@ -100,6 +104,12 @@ def start_server(settings: Settings, url: Urls, env: dict[str, str], logs: Path)
     return part
 
 
+def start_launcher(env: dict[str, str], logs: Path) -> Part:
+    argv = [sys.executable, "-m", "paddock.launcher"]
+    where = f"Prefect and the stages' libraries imported ahead (runs at {env[LAUNCHER_SOCKET_VAR]})"
+    return spawn("launcher", argv, env, logs / "launcher.log", where)
+
+
 def start_worker(env: dict[str, str], logs: Path) -> Part:
     # The worker asks for scheduled runs every second, not Prefect's default ten: every
     # second a run waits is spent from its SLA, and a query to a server on the same
@@ -125,7 +135,8 @@ def start_spares(env: dict[str, str], logs: Path) -> Part:
 
 
 def wait_socket(part: Part, path: Path, timeout: float) -> None:
-    """Until the keeper takes claims (it binds before it imports anything heavy)."""
+    """Until the part listens at `path` (the spare keeper and the launcher bind their
+    sockets before they import anything heavy)."""
     deadline = time.monotonic() + timeout
     while not path.is_socket():
         if not part.alive():

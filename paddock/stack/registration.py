@@ -33,28 +33,34 @@ def prefect_client(url: Urls) -> Iterator[SyncPrefectClient]:
             yield client
 
 
-def pool_template(python: str = sys.executable) -> dict[str, Any]:
+def pool_template(python: str = sys.executable, module: str = "paddock.launch") -> dict[str, Any]:
     """Prefect's process template, with the flow-run command named: ``python -m
-    prefect.engine`` (this interpreter's, unless told).
+    paddock.launch`` (this interpreter's, unless told), which forks the run from the
+    stack's launcher — an interpreter that has imported Prefect and the stages' libraries
+    already — and becomes ``python -m prefect.engine`` itself where there is none.
 
     Left unnamed, Prefect 3.8's process worker starts each run through a workspace
     supervisor — a Python process that imports Prefect, runs the deployment's pull steps
     and then execs the engine, which imports Prefect again — to support per-run dependency
-    installs that paddock's deployments do not use. Named, the worker starts the engine
-    directly and the engine runs the pull steps itself: one interpreter start fewer per run.
+    installs that paddock's deployments do not use. Named, the worker starts the command
+    directly and the engine runs the pull steps itself.
     """
     from prefect.workers.process import ProcessWorker
 
     template = ProcessWorker.get_default_base_job_template()
     command = template["variables"]["properties"]["command"]
-    command["default"] = shlex.join([python, "-m", "prefect.engine"])
+    command["default"] = shlex.join([python, "-m", module])
     return template
 
 
+# The flow-run commands an `up` has named, newest first: an older one is brought in line.
+_OWN_COMMANDS = ("paddock.launch", "prefect.engine")
+
+
 def _paddocks_own(template: dict[str, Any]) -> bool:
-    """Whether an `up` made this template — Prefect's stock one, as older ones did, or
-    :func:`pool_template` for some interpreter (a venv since moved) — rather than an
-    operator, whose changes `up` must not undo."""
+    """Whether an `up` made this template — Prefect's stock one, or :func:`pool_template`
+    for some interpreter (a venv since moved) and one of the commands `up` has named —
+    rather than an operator, whose changes `up` must not undo."""
     from prefect.workers.process import ProcessWorker
 
     try:
@@ -64,7 +70,9 @@ def _paddocks_own(template: dict[str, Any]) -> bool:
         return False
     if argv is None:
         return template == ProcessWorker.get_default_base_job_template()
-    return len(argv) == 3 and template == pool_template(argv[0])
+    if len(argv) != 3 or argv[1] != "-m" or argv[2] not in _OWN_COMMANDS:
+        return False
+    return template == pool_template(argv[0], argv[2])
 
 
 def ensure_pool(client: SyncPrefectClient) -> None:

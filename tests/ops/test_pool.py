@@ -33,15 +33,19 @@ def client() -> Iterator[SyncPrefectClient]:
         client.delete_work_pool(POOL)
 
 
+LAUNCH = shlex.join([sys.executable, "-m", "paddock.launch"])
+
+
 def _command(client: SyncPrefectClient) -> str | None:
     template = client.read_work_pool(POOL).base_job_template
     return template["variables"]["properties"]["command"]["default"]
 
 
-def test_a_new_pool_starts_the_engine_with_this_interpreter(client: SyncPrefectClient) -> None:
+def test_a_new_pool_starts_runs_through_the_launcher_with_this_interpreter(
+    client: SyncPrefectClient,
+) -> None:
     ensure_pool(client)
-    command = _command(client)
-    assert command == shlex.join([sys.executable, "-m", "prefect.engine"])
+    assert _command(client) == LAUNCH
     assert client.read_work_pool(POOL).base_job_template == pool_template()
 
 
@@ -52,7 +56,16 @@ def test_a_pool_with_prefects_stock_template_is_brought_in_line(
     client.create_work_pool(WorkPoolCreate(name=POOL, type="process", base_job_template=stock))
     assert _command(client) is None  # the worker would go through its workspace supervisor
     ensure_pool(client)
-    assert _command(client) == shlex.join([sys.executable, "-m", "prefect.engine"])
+    assert _command(client) == LAUNCH
+
+
+def test_a_pool_an_older_up_made_for_the_engine_now_starts_the_launcher(
+    client: SyncPrefectClient,
+) -> None:
+    older = pool_template(sys.executable, "prefect.engine")
+    client.create_work_pool(WorkPoolCreate(name=POOL, type="process", base_job_template=older))
+    ensure_pool(client)
+    assert _command(client) == LAUNCH
 
 
 def test_a_pool_an_operator_changed_is_left_as_it_is(client: SyncPrefectClient) -> None:
@@ -68,7 +81,7 @@ def test_a_pool_naming_a_moved_interpreter_gets_this_one(client: SyncPrefectClie
     gone = pool_template("/nowhere/.venv/bin/python")
     client.create_work_pool(WorkPoolCreate(name=POOL, type="process", base_job_template=gone))
     ensure_pool(client)
-    assert _command(client) == shlex.join([sys.executable, "-m", "prefect.engine"])
+    assert _command(client) == LAUNCH
 
 
 def test_a_pool_with_another_command_is_the_operators(client: SyncPrefectClient) -> None:

@@ -244,9 +244,9 @@ def stack(request: pytest.FixtureRequest, hub: SlowHub) -> Iterator[Stack]:
 
 def test_up_starts_every_part_and_says_where(stack: Stack) -> None:
     out = stack.up.stdout
-    for part in ("server", "worker", "api", "spares"):
+    for part in ("server", "launcher", "worker", "api", "spares"):
         assert re.search(rf"│ {part}\s", out), out
-    assert out.count("started") >= 4
+    assert out.count("started") >= 5
     assert "submission/submission" in out and "submission-missed-sla" in out
     parts = stack.state()["parts"]
     for part in parts.values():
@@ -278,7 +278,7 @@ def test_a_second_up_finds_every_part_running(stack: Stack) -> None:
     again = paddock("up", env=stack.env, timeout=60)
     assert again.returncode == 0, again.stderr
     assert "every part was already running" in again.stdout
-    assert again.stdout.count("already running") >= 4
+    assert again.stdout.count("already running") >= 5
     assert {name: p["pid"] for name, p in stack.state()["parts"].items()} == before
 
 
@@ -307,6 +307,37 @@ def test_the_hook_refuses_a_stranger(stack: Stack) -> None:
         assert client.post("/hooks/sla-breach", json=body, headers=wrong).status_code == 401
         right = {"Authorization": f"Bearer {stack.env['PADDOCK_HOOK_SECRET']}"}
         assert client.post("/hooks/sla-breach", json=body, headers=right).status_code == 404
+
+
+def test_a_run_is_forked_by_the_launcher_and_a_cancel_in_prefect_stops_it(
+    stack: Stack, hub: SlowHub
+) -> None:
+    """The worker's command stands in for a fork of the launcher: cancelling the run in
+    Prefect reaches the fork, and no process of it is left. (Before the slow-run test,
+    which lets the hub's slow repositories answer.)"""
+    sub_id = stack.submit("org/slow-cancelled")
+    deadline = time.monotonic() + 60
+    while "org/slow-cancelled" not in hub.asked:  # the download is under way
+        assert time.monotonic() < deadline, stack.status(sub_id)
+        time.sleep(0.2)
+    run = stack.flow_runs(sub_id)[0]
+    launcher_log = Path(stack.state()["parts"]["launcher"]["log"])
+    started = re.search(rf"flow run {run['id']} started as pid (\d+)", launcher_log.read_text())
+    assert started, launcher_log.read_text()
+    pid = int(started[1])
+    assert alive(pid)
+
+    cancel = {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True}
+    httpx.post(f"{stack.prefect}/flow_runs/{run['id']}/set_state", json=cancel, timeout=10)
+    deadline = time.monotonic() + 60
+    while stack.flow_runs(sub_id)[0]["state_type"] != "CANCELLED":
+        assert time.monotonic() < deadline, stack.flow_runs(sub_id)[0]["state"]
+        time.sleep(0.5)
+    deadline = time.monotonic() + 30
+    while alive(pid):
+        assert time.monotonic() < deadline, f"the cancelled run's process {pid} lives on"
+        time.sleep(0.2)
+    assert f"flow run {run['id']} (pid {pid}) exited" in launcher_log.read_text()
 
 
 def test_a_slow_run_is_breached_while_running_and_a_fast_one_meets_its_sla(
@@ -410,7 +441,7 @@ def test_submissions_queue_while_the_worker_is_down_and_run_when_it_returns(stac
     again = paddock("up", env=stack.env, timeout=180)
     assert again.returncode == 0, again.stderr
     assert re.search(r"│ worker .*started", again.stdout), again.stdout
-    assert again.stdout.count("already running") == 3  # all but the worker
+    assert again.stdout.count("already running") == 4  # all but the worker
     report = stack.wait(sub_id, lambda r: r["status"] in SETTLED)
     assert report["failed_stage"] == "download"  # it ran
     assert report["sla"]["queued_seconds"] >= 6
