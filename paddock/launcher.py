@@ -24,6 +24,7 @@ other thread held. A child whose command disappears (the worker killed it) is st
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import logging
@@ -112,12 +113,20 @@ def differs(own: Mapping[str, str], theirs: Mapping[str, str]) -> list[str]:
 
 
 def preload(modules: tuple[str, ...] = PRELOAD) -> float:
+    """Import `modules`, then freeze what they made out of the garbage collector's reach.
+
+    A fork shares those objects' pages until something writes to them, and a full
+    collection in a child writes to every one it visits: half a million objects after the
+    imports, 0.33–0.38 s of each run's CPU per full collection here, none once frozen.
+    """
     began = time.perf_counter()
     for name in modules:
         try:
             importlib.import_module(name)
         except Exception as exc:  # a library that will not import is the child's to meet
             log.warning("could not import %s ahead (%s); each run imports it", name, exc)
+    gc.collect()
+    gc.freeze()
     return time.perf_counter() - began
 
 
@@ -199,7 +208,14 @@ class Launcher:
             return None
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # nothing of the launcher's written twice
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of memory or processes: the run starts on its own
+            _close(run.streams)
+            log.warning("flow run %s not forked: %s", flow_run, exc)
+            _send(conn, {"refused": f"the launcher could not fork ({exc.strerror or exc})"})
+            conn.close()
+            return None
         if pid == 0:
             conn.close()
             return run

@@ -109,6 +109,7 @@ def test_a_run_is_a_fork_with_the_commands_streams_environment_directory_and_exi
     assert report["ppid"] == launcher.proc.pid  # forked by the launcher, not started anew
     assert report["pid"] != command.pid
     assert report["preloaded"]  # what the launcher imported, the run did not import again
+    assert report["frozen"] > 0  # and no collection of the run's writes to those pages
     assert report["paddock"] == []  # paddock's own modules are never shared with a run
     assert report["argv"] == ["exit", "7"] and report["cwd"] == str(ROOT)
     assert report["stdin"] == "the worker's input"

@@ -4,6 +4,7 @@ its arguments say — with a code, or by waiting to be stopped."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ def main() -> None:
         "flow_run": os.environ.get("PREFECT__FLOW_RUN_ID"),
         "stdin": sys.stdin.read() if args[:1] == ["exit"] else "",
         "preloaded": "xml.dom.minidom" in sys.modules,
+        "frozen": gc.get_freeze_count(),
         "paddock": sorted(m for m in sys.modules if m.split(".")[0] == "paddock"),
     }
     print(json.dumps(report), flush=True)
