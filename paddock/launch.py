@@ -145,13 +145,14 @@ def _kill(pid: int, signum: int) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Running, not merely unreaped: a run orphaned by its launcher may never be reaped
+    where the machine's first process does not reap adopted children."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _say(message: str) -> None:

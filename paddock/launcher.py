@@ -199,8 +199,10 @@ class Launcher:
         if refused:
             _close(run.streams)
             reason = (
-                f"the launcher was started with another environment ({', '.join(refused[:5])}"
-                f"{' …' if len(refused) > 5 else ''} differ); restart the stack to fork runs again"
+                f"the run's environment differs from the launcher's in {', '.join(refused[:5])}"
+                f"{' …' if len(refused) > 5 else ''} (keys a library may read while importing): "
+                "set them where `paddock up` runs rather than in the pool's job variables, "
+                "or restart the stack after changing them"
             )
             log.warning("flow run %s not forked: %s", flow_run, reason)
             _send(conn, {"refused": reason})

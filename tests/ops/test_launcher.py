@@ -142,7 +142,8 @@ def test_an_environment_the_launcher_cannot_stand_for_starts_the_engine_the_usua
     command = launcher.command("exit", "7", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = command.communicate(timeout=60)
     said = err.decode()
-    assert "PADDOCK_TEST_TOKEN" in said and "starting the engine here" in said
+    assert "differs from the launcher's in PADDOCK_TEST_TOKEN" in said
+    assert "starting the engine here" in said
     assert "never-printed-value" not in said + launcher.log.read_text()
     # This process became `python -m prefect.engine exit 7`, which wants a flow run id.
     assert command.returncode == 1 and "Invalid flow run id" in said + out.decode()
@@ -200,3 +201,27 @@ def test_a_socket_path_too_long_for_unix_is_one_sentence_naming_the_setting(
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "set PADDOCK_HOME" in done.stderr
+
+
+def test_a_run_outlives_a_launcher_that_stops_and_its_command_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    sock = tmp_path / "own.sock"
+    env = {**os.environ, SOCKET_VAR: str(sock)}
+    with (tmp_path / "launcher.log").open("wb") as out:
+        launcher = subprocess.Popen([sys.executable, "-c", SERVE], env=env, cwd=ROOT, stderr=out)
+    deadline = time.monotonic() + 60
+    while "taking runs" not in (tmp_path / "launcher.log").read_text():
+        assert launcher.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    running = Running(launcher, env, tmp_path / "launcher.log")
+    command = running.command("wait", str(tmp_path / "pid"), stderr=subprocess.PIPE)
+    run = _wait_for(tmp_path / "pid")
+    launcher.kill()  # mid-run: the run is not the launcher's to take down with it
+    launcher.wait(timeout=10)
+    time.sleep(0.5)
+    assert command.poll() is None and not _gone(run, timeout=0.5)  # both go on
+    os.kill(run, signal.SIGTERM)
+    _, err = command.communicate(timeout=30)
+    assert command.returncode == 1  # its end is known, its code is not
+    assert "the launcher stopped while the run was in progress" in err.decode()
