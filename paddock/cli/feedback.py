@@ -14,7 +14,6 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from paddock import feedback_views
 from paddock.cli import api_mode, app, fail, out, print_json
 from paddock.errors import TransientError
 
@@ -46,6 +45,8 @@ def feedback(
             fail("--developer works on the database only; the API acts as the key's developer")
         body = _api_get(f"/submissions/{quote(submission_id, safe='')}/feedback", {"limit": limit})
     else:
+        from paddock import feedback_views
+
         view = feedback_views.submission_feedback(
             submission_id=submission_id, developer=developer, limit=limit
         )
@@ -77,11 +78,12 @@ def feedback(
 @app.command()
 def leaderboard(as_json: Json = False) -> None:
     """The latest leaderboard the feedback flow computed (empty until it has run)."""
-    body = (
-        _api_get("/leaderboard")
-        if api_mode()
-        else feedback_views.leaderboard().model_dump(mode="json")
-    )
+    if api_mode():
+        body = _api_get("/leaderboard")
+    else:
+        from paddock import feedback_views
+
+        body = feedback_views.leaderboard().model_dump(mode="json")
     if as_json:
         print_json(body)
         return

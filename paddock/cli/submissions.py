@@ -6,22 +6,20 @@ import json
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from paddock import crud, lifecycle
 from paddock.cli import api_mode, app, err, fail, out, print_json
-from paddock.cli.backend import Backend, Local, open_backend
+from paddock.cli.backend import Backend, open_backend
 from paddock.errors import Rejected
-from paddock.models import Status
 from paddock.params import parse_params
-from paddock.timeline import StageSummary, StatusReport
 
-# Statuses a run does not move on from by itself: following stops there.
-_SETTLED = {str(s) for s in lifecycle.SETTLED}
+if TYPE_CHECKING:  # the database layer is imported only where the database answers
+    from paddock.cli.local import Local
+    from paddock.timeline import StatusReport
 
 Json = Annotated[bool, typer.Option("--json", help="print the API's JSON")]
 
@@ -92,13 +90,14 @@ def _follow(backend: Backend, submission_id: str, *, as_json: bool) -> None:
     Ctrl-C stops the watching, not the run: runs are detached.
     """
     try:
-        if isinstance(backend, Local):
+        if api_mode():
+            _poll(backend, submission_id)
+        else:  # the database answers: a run this process started is watched to its end
             from paddock.progress import watch
 
-            watch(submission_id, alive=lambda: backend.alive(submission_id), console=err)
-            backend.wait(submission_id)
-        else:
-            _poll(backend, submission_id)
+            local = cast("Local", backend)
+            watch(submission_id, alive=lambda: local.alive(submission_id), console=err)
+            local.wait(submission_id)
     except KeyboardInterrupt:
         err.print(f"stopped watching; the run goes on (`paddock status {submission_id}`)")
         raise typer.Exit(130) from None
@@ -107,12 +106,17 @@ def _follow(backend: Backend, submission_id: str, *, as_json: bool) -> None:
         print_json(report)
     else:
         _show(report)
+    from paddock.models import Status
+
     if report["status"] != Status.deployed:
         raise typer.Exit(1)
 
 
 def _poll(backend: Backend, submission_id: str, interval: float = 1.0) -> None:
     """One line per stage change, from the API (no database here to watch)."""
+    from paddock.lifecycle import SETTLED  # statuses a run does not move on from by itself
+
+    settled = {str(s) for s in SETTLED}
     seen: set[tuple[str, str]] = set()
     while True:
         report = backend.status(submission_id)
@@ -121,13 +125,15 @@ def _poll(backend: Backend, submission_id: str, interval: float = 1.0) -> None:
                 seen.add((s["name"], s["status"]))
                 took = f" in {s['seconds']:.1f} s" if s["status"] != "running" else ""
                 err.print(f"[{submission_id}] {s['name']}: {s['status']}{took}", markup=False)
-        if report["status"] in _SETTLED:
+        if report["status"] in settled:
             return
         time.sleep(interval)
 
 
 def _report(data: dict[str, Any]) -> StatusReport:
     """The timeline's dataclass back from its JSON, for the same tables in both modes."""
+    from paddock.timeline import StageSummary, StatusReport
+
     names = {f.name for f in fields(StatusReport)}
     values = {k: v for k, v in data.items() if k in names}
     values["stages"] = [StageSummary(**s) for s in data.get("stages", [])]
@@ -199,6 +205,8 @@ def _database_only(command: str) -> None:
 @app.command()
 def run(submission_id: str) -> None:
     """Run (or resume) a submission's flow and follow it; finished stages are skipped."""
+    from paddock import crud
+    from paddock.cli.local import Local
     from paddock.dispatch import start_run
 
     _database_only("run")
@@ -215,8 +223,9 @@ def stress(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Stress-test a deployed model again (a `stress` flow run with its artifacts)."""
-    from paddock import timeline
+    from paddock import crud, timeline
     from paddock.dispatch import run_stress
+    from paddock.models import Status
     from paddock.progress import stress_table
     from paddock.runner import log_path
 
