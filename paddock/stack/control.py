@@ -26,7 +26,7 @@ from .parts import (
     wait_http,
     wait_socket,
 )
-from .processes import Part, port_taken, stop_part, wait_closed
+from .processes import Part, missing_env, port_taken, stop_part, wait_closed
 from .registration import deploy, ensure_pool, prefect_client, wait_worker
 from .state import load, save, stack_dir, state_path
 
@@ -78,6 +78,7 @@ def up(*, redeploy: bool = False, progress: Callable[[str], None] | None = None)
     report = Report()
     if set(alive) == set(ORDER) and configured and not redeploy:
         report.rows = [_row(alive[name], "already running") for name in ORDER]
+        report.warnings += _older_worker(alive["worker"])
         report.seconds = time.monotonic() - began
         return report
 
@@ -142,12 +143,27 @@ def up(*, redeploy: bool = False, progress: Callable[[str], None] | None = None)
         save(settings, alive, configured=configured)
         raise
     save(settings, {**alive, **started}, configured=True)
+    if "worker" in alive:
+        report.warnings += _older_worker(alive["worker"])
     report.rows = [
         _row(started.get(name) or alive[name], "started" if name in started else "already running")
         for name in ORDER
     ]
     report.seconds = time.monotonic() - began
     return report
+
+
+def _older_worker(worker: Part) -> list[str]:
+    """A worker an older `up` started (still running, so left alone) lacks the variables
+    that lead its runs to the launcher and the spare keeper: they start without them."""
+    missing = missing_env(worker.pid, (LAUNCHER_SOCKET_VAR, SPARE_SOCKET_VAR))
+    if not missing:
+        return []
+    return [
+        f"the worker (pid {worker.pid}) was started by an older `paddock up`, without "
+        f"{' and '.join(missing)}: its runs start without the launcher and the spare "
+        "keeper; run `paddock down && paddock up` when no run is under way"
+    ]
 
 
 def _row(part: Part, state: str) -> Row:

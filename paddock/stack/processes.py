@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .layout import REPO
 
-__all__ = ["Part", "spawn", "stop_part", "port_taken", "wait_closed", "tail"]
+__all__ = ["Part", "spawn", "stop_part", "missing_env", "port_taken", "wait_closed", "tail"]
 
 _STOP_GRACE = 10.0
 
@@ -120,6 +120,16 @@ def spawn(name: str, argv: list[str], env: dict[str, str], log: Path, where: str
             start_new_session=True,  # its own process group, outliving this command
         )
     return Part(name=name, pid=proc.pid, log=str(log), where=where, ticks=_start_ticks(proc.pid))
+
+
+def missing_env(pid: int, names: tuple[str, ...]) -> list[str]:
+    """Which of `names` the process was started without (none if it cannot be read)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
+    present = {entry.split(b"=", 1)[0].decode(errors="replace") for entry in environ}
+    return [name for name in names if name not in present]
 
 
 def port_taken(host: str, port: int) -> bool:

@@ -225,3 +225,20 @@ def test_a_run_outlives_a_launcher_that_stops_and_its_command_waits_for_it(
     _, err = command.communicate(timeout=30)
     assert command.returncode == 1  # its end is known, its code is not
     assert "the launcher stopped while the run was in progress" in err.decode()
+
+
+def test_a_worker_started_without_the_launchers_variable_is_named(tmp_path: Path) -> None:
+    """What `up` checks of a worker an older `up` left running (its runs would start
+    without the launcher and the keeper, silently)."""
+    from paddock.stack.processes import missing_env
+
+    names = (SOCKET_VAR, "PADDOCK_SPARE_SOCKET")
+    older = {k: v for k, v in os.environ.items() if k not in names}
+    with subprocess.Popen(["sleep", "30"], env=older) as proc:
+        assert missing_env(proc.pid, names) == list(names)
+        proc.kill()
+    newer = {**older, SOCKET_VAR: str(tmp_path / "l.sock"), "PADDOCK_SPARE_SOCKET": "s"}
+    with subprocess.Popen(["sleep", "30"], env=newer) as proc:
+        assert missing_env(proc.pid, names) == []
+        proc.kill()
+    assert missing_env(2**22 + 7, names) == []  # no such process: nothing to say

@@ -278,6 +278,7 @@ def test_a_second_up_finds_every_part_running(stack: Stack) -> None:
     again = paddock("up", env=stack.env, timeout=60)
     assert again.returncode == 0, again.stderr
     assert "every part was already running" in again.stdout
+    assert "older `paddock up`" not in again.stdout + again.stderr  # its worker is this one's
     assert again.stdout.count("already running") >= 5
     assert {name: p["pid"] for name, p in stack.state()["parts"].items()} == before
 
