@@ -235,10 +235,20 @@ def test_a_worker_started_without_the_launchers_variable_is_named(tmp_path: Path
     names = (SOCKET_VAR, "PADDOCK_SPARE_SOCKET")
     older = {k: v for k, v in os.environ.items() if k not in names}
     with subprocess.Popen(["sleep", "30"], env=older) as proc:
+        _execed(proc.pid)
         assert missing_env(proc.pid, names) == list(names)
         proc.kill()
     newer = {**older, SOCKET_VAR: str(tmp_path / "l.sock"), "PADDOCK_SPARE_SOCKET": "s"}
     with subprocess.Popen(["sleep", "30"], env=newer) as proc:
+        _execed(proc.pid)
         assert missing_env(proc.pid, names) == []
         proc.kill()
     assert missing_env(2**22 + 7, names) == []  # no such process: nothing to say
+
+
+def _execed(pid: int) -> None:
+    """Until the child runs `sleep`: before its exec, /proc shows the parent's environment."""
+    deadline = time.monotonic() + 10
+    while not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep\0"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
