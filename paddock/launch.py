@@ -25,11 +25,11 @@ import sys
 import time
 from typing import Any, NoReturn
 
-__all__ = ["SOCKET_VAR", "main", "request_bytes"]
+__all__ = ["SOCKET_VAR", "ENGINE_MODULE", "main", "request_bytes", "kill_quietly"]
 
 # Where the launcher takes runs; `paddock up` sets it in the worker's environment.
 SOCKET_VAR = "PADDOCK_LAUNCHER_SOCKET"
-ENGINE = ["-m", "prefect.engine"]
+ENGINE_MODULE = "prefect.engine"  # what this command stands in for
 STREAMS = [0, 1, 2]  # the run writes where the worker reads, and reads what it gives
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _CONNECT_TIMEOUT_S = 5.0
@@ -55,7 +55,7 @@ def main() -> NoReturn:
 
 
 def _engine_here() -> NoReturn:
-    os.execv(sys.executable, [sys.executable, *ENGINE, *sys.argv[1:]])
+    os.execv(sys.executable, [sys.executable, "-m", ENGINE_MODULE, *sys.argv[1:]])
 
 
 def _connect(path: str) -> socket.socket:
@@ -76,7 +76,7 @@ def _stand_in(sock: socket.socket) -> None:
 
     def forward(signum: int, _frame: Any) -> None:
         if child:
-            _kill(child[0], signum)
+            kill_quietly(child[0], signum)
         else:
             pending.append(signum)
 
@@ -103,7 +103,7 @@ def _stand_in(sock: socket.socket) -> None:
             return
         child.append(int(first["pid"]))
         for early in pending:
-            _kill(child[0], early)
+            kill_quietly(child[0], early)
         last = _answer(answers)
     if "exit" not in last:
         _outlive_launcher(child[0])
@@ -137,7 +137,8 @@ def _exit_as(code: int) -> NoReturn:
     raise SystemExit(code)
 
 
-def _kill(pid: int, signum: int) -> None:
+def kill_quietly(pid: int, signum: int) -> None:
+    """Signal a process that may have ended already."""
     try:
         os.kill(pid, signum)
     except ProcessLookupError:

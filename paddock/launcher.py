@@ -43,16 +43,17 @@ from pathlib import Path
 from typing import Any
 
 from paddock.errors import PaddockError
-from paddock.launch import SOCKET_VAR
+from paddock.launch import ENGINE_MODULE, SOCKET_VAR, kill_quietly
 from paddock.sockets import private_listener
 
 __all__ = ["PRELOAD", "OWN_PACKAGES", "Launcher", "Run", "differs", "main"]
 
 log = logging.getLogger("paddock.launcher")
 
-# What every flow run of the pool imports, slowest first: Prefect's engine and what it
-# imports once it runs, the database layer, the hub, the store, the runtime checks and
-# serialize. A module missing here is only imported by the child, as without the launcher.
+# What every flow run of the pool imports: Prefect's engine and what it imports once it
+# runs, then the stages' libraries (the value scan and serialize, the runtime checks, the
+# database layer, the hub, the store, the chat templates). A module missing here is only
+# imported by the child, as without the launcher.
 PRELOAD = (
     "prefect.engine",
     "prefect.flow_engine",
@@ -135,7 +136,7 @@ class Launcher:
     """Takes runs at ``path`` and forks one child per run; see the module docstring."""
 
     path: Path
-    engine: str = "prefect.engine"  # the module each child runs as __main__
+    engine: str = ENGINE_MODULE  # the module each child runs as __main__
     modules: tuple[str, ...] = PRELOAD
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     children: dict[int, _Child] = field(default_factory=dict)
@@ -236,13 +237,13 @@ class Launcher:
             if child.conn is conn:
                 log.warning("flow run %s lost its command; stopping pid %d", child.flow_run, pid)
                 child.orphaned_at = time.monotonic()
-                _signal(pid, signal.SIGTERM)
+                kill_quietly(pid, signal.SIGTERM)
 
     def _kill_late(self) -> None:
         now = time.monotonic()
         for pid, child in self.children.items():
             if child.orphaned_at is not None and now - child.orphaned_at > _KILL_AFTER_S:
-                _signal(pid, signal.SIGKILL)
+                kill_quietly(pid, signal.SIGKILL)
 
     def _reap(self, selector: selectors.BaseSelector) -> None:
         while self.children:
@@ -263,7 +264,7 @@ class Launcher:
             child.conn.close()
 
 
-def run_engine(run: Run, engine: str = "prefect.engine") -> None:
+def run_engine(run: Run, engine: str) -> None:
     """In the forked child: become the process ``python -m prefect.engine`` would have
     been — its streams, environment, directory and arguments — and run the engine."""
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
@@ -331,13 +332,6 @@ def _send(conn: socket.socket, answer: dict[str, Any]) -> None:
         pass  # its command is gone; the reaper or the orphan check deals with the run
 
 
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
 def _close(fds: list[int]) -> None:
     for fd in fds:
         try:
@@ -354,7 +348,7 @@ def _drain(fd: int) -> None:
         pass
 
 
-def main(engine: str = "prefect.engine", modules: tuple[str, ...] = PRELOAD) -> int:
+def main(engine: str = ENGINE_MODULE, modules: tuple[str, ...] = PRELOAD) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
     log.addHandler(handler)

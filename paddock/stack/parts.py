@@ -143,7 +143,7 @@ def wait_socket(part: Part, path: Path, timeout: float) -> None:
             raise _exited(part)
         if time.monotonic() > deadline:
             raise StackError(
-                f"{DESCRIBE[part.name]} took no claims at {path} within {timeout:.0f} s; "
+                f"{DESCRIBE[part.name]} was not listening at {path} within {timeout:.0f} s; "
                 f"see {part.log}"
             )
         time.sleep(0.1)

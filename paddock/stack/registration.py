@@ -33,7 +33,11 @@ def prefect_client(url: Urls) -> Iterator[SyncPrefectClient]:
             yield client
 
 
-def pool_template(python: str = sys.executable, module: str = "paddock.launch") -> dict[str, Any]:
+# The flow-run commands an `up` has named, newest first: an older one is brought in line.
+_OWN_COMMANDS = ("paddock.launch", "prefect.engine")
+
+
+def pool_template(python: str = sys.executable, module: str = _OWN_COMMANDS[0]) -> dict[str, Any]:
     """Prefect's process template, with the flow-run command named: ``python -m
     paddock.launch`` (this interpreter's, unless told), which forks the run from the
     stack's launcher — an interpreter that has imported Prefect and the stages' libraries
@@ -51,10 +55,6 @@ def pool_template(python: str = sys.executable, module: str = "paddock.launch") 
     command = template["variables"]["properties"]["command"]
     command["default"] = shlex.join([python, "-m", module])
     return template
-
-
-# The flow-run commands an `up` has named, newest first: an older one is brought in line.
-_OWN_COMMANDS = ("paddock.launch", "prefect.engine")
 
 
 def _paddocks_own(template: dict[str, Any]) -> bool:

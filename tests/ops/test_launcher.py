@@ -56,9 +56,8 @@ class Running:
         return "\n".join(line for line in lines if flow_run in line)
 
 
-@pytest.fixture(scope="module")
-def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    where = tmp_path_factory.mktemp("launcher")
+def _start(where: Path) -> Running:
+    """A launcher taking runs at `where`/launcher.sock, once its imports are done."""
     env = {**os.environ, SOCKET_VAR: str(where / "launcher.sock")}
     log = where / "launcher.log"
     with log.open("wb") as out:
@@ -69,10 +68,16 @@ def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     while "taking runs" not in log.read_text():
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
         time.sleep(0.05)
-    yield Running(proc, env, log)
-    proc.terminate()
-    assert proc.wait(timeout=30) == 0
-    assert not (where / "launcher.sock").exists()
+    return Running(proc, env, log)
+
+
+@pytest.fixture(scope="module")
+def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    running = _start(tmp_path_factory.mktemp("launcher"))
+    yield running
+    running.proc.terminate()
+    assert running.proc.wait(timeout=30) == 0
+    assert not Path(running.env[SOCKET_VAR]).exists()
 
 
 def _report(out: bytes) -> dict[str, Any]:
@@ -206,19 +211,11 @@ def test_a_socket_path_too_long_for_unix_is_one_sentence_naming_the_setting(
 def test_a_run_outlives_a_launcher_that_stops_and_its_command_waits_for_it(
     tmp_path: Path,
 ) -> None:
-    sock = tmp_path / "own.sock"
-    env = {**os.environ, SOCKET_VAR: str(sock)}
-    with (tmp_path / "launcher.log").open("wb") as out:
-        launcher = subprocess.Popen([sys.executable, "-c", SERVE], env=env, cwd=ROOT, stderr=out)
-    deadline = time.monotonic() + 60
-    while "taking runs" not in (tmp_path / "launcher.log").read_text():
-        assert launcher.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    running = Running(launcher, env, tmp_path / "launcher.log")
+    running = _start(tmp_path)
     command = running.command("wait", str(tmp_path / "pid"), stderr=subprocess.PIPE)
     run = _wait_for(tmp_path / "pid")
-    launcher.kill()  # mid-run: the run is not the launcher's to take down with it
-    launcher.wait(timeout=10)
+    running.proc.kill()  # mid-run: the run is not the launcher's to take down with it
+    running.proc.wait(timeout=10)
     time.sleep(0.5)
     assert command.poll() is None and not _gone(run, timeout=0.5)  # both go on
     os.kill(run, signal.SIGTERM)
