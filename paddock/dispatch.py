@@ -20,6 +20,7 @@ from uuid import UUID
 from paddock import sla
 from paddock.config import get_settings
 from paddock.errors import ConfigurationError
+from paddock.nudge import nudge
 from paddock.runner import spawn_flow, spawn_module
 
 if TYPE_CHECKING:
@@ -198,6 +199,7 @@ def _run_deployment(submission_id: str, deployment_id: UUID) -> DeploymentRun:
     except httpx.HTTPError as exc:
         raise ConnectionError(f"the Prefect server did not take the run: {exc}") from exc
     assert isinstance(flow_run, FlowRun)  # called from sync code: not a coroutine
+    nudge()  # the stack's worker asks for it now, not at its next poll
     return DeploymentRun(submission_id, flow_run.id)
 
 

@@ -1,4 +1,4 @@
-"""The Unix sockets the stack's helpers listen on (the spare keeper, the launcher).
+"""The Unix sockets the stack's helpers listen on (spare keeper, launcher, worker).
 
 What they pass over them — a spare's stdin, a flow run's environment and streams — is
 this user's alone, so the socket is created mode 0600 rather than changed to it after

@@ -16,6 +16,7 @@ from .layout import DESCRIBE, ORDER, StackError, urls
 from .parts import (
     LAUNCHER_SOCKET_VAR,
     SPARE_SOCKET_VAR,
+    WORKER_SOCKET_VAR,
     check_prefect_database,
     part_env,
     start_api,
@@ -155,14 +156,16 @@ def up(*, redeploy: bool = False, progress: Callable[[str], None] | None = None)
 
 def _older_worker(worker: Part) -> list[str]:
     """A worker an older `up` started (still running, so left alone) lacks the variables
-    that lead its runs to the launcher and the spare keeper: they start without them."""
-    missing = missing_env(worker.pid, (LAUNCHER_SOCKET_VAR, SPARE_SOCKET_VAR))
+    that lead its runs to the launcher and the spare keeper, and the socket the API
+    wakes it on: its runs start without them, a poll later."""
+    missing = missing_env(worker.pid, (LAUNCHER_SOCKET_VAR, SPARE_SOCKET_VAR, WORKER_SOCKET_VAR))
     if not missing:
         return []
     return [
         f"the worker (pid {worker.pid}) was started by an older `paddock up`, without "
         f"{' and '.join(missing)}: its runs start without the launcher and the spare "
-        "keeper; run `paddock down && paddock up` when no run is under way"
+        "keeper, and wait for its poll; run `paddock down && paddock up` when no run is "
+        "under way"
     ]
 
 

@@ -16,6 +16,7 @@ import httpx
 from deployments.spares import SOCKET_VAR as SPARE_SOCKET_VAR
 from paddock.config import Settings
 from paddock.launch import SOCKET_VAR as LAUNCHER_SOCKET_VAR
+from paddock.nudge import SOCKET_VAR as WORKER_SOCKET_VAR
 
 from .layout import DESCRIBE, POOL, REPO, WORKER, StackError, Urls
 from .processes import Part, spawn, tail
@@ -23,6 +24,7 @@ from .state import stack_dir
 
 __all__ = [
     "PREFECT_DATABASE_VARS",
+    "WORKER_SOCKET_VAR",
     "part_env",
     "check_prefect_database",
     "start_server",
@@ -50,6 +52,8 @@ def part_env(settings: Settings, url: Urls) -> dict[str, str]:
     env[SPARE_SOCKET_VAR] = str(stack_dir(settings) / "spares.sock")
     # Where the launcher takes flow runs: the pool's command finds it here.
     env[LAUNCHER_SOCKET_VAR] = str(stack_dir(settings) / "launcher.sock")
+    # Where the worker takes nudges: the API wakes it there when it has created a run.
+    env[WORKER_SOCKET_VAR] = str(stack_dir(settings) / "worker.sock")
     return env
 
 
@@ -111,13 +115,13 @@ def start_launcher(env: dict[str, str], logs: Path) -> Part:
 
 
 def start_worker(env: dict[str, str], logs: Path) -> Part:
-    # The worker asks for scheduled runs every second, not Prefect's default ten: every
-    # second a run waits is spent from its SLA, and a query to a server on the same
-    # machine costs next to nothing.
+    # Prefect's process worker, also woken by the API the moment it creates a run
+    # (`paddock.stack.worker`). Its poll, every second rather than Prefect's default ten,
+    # finds the runs nobody nudged it for (a retry from the UI) within a second too.
     env = {**env, "PREFECT_WORKER_QUERY_SECONDS": env.get("PREFECT_WORKER_QUERY_SECONDS", "1")}
-    argv = [sys.executable, "-m", "prefect", "worker", "start"]
-    argv += ["--pool", POOL, "--type", "process", "--name", WORKER]
-    return spawn("worker", argv, env, logs / "worker.log", f"work pool {POOL!r}")
+    argv = [sys.executable, "-m", "paddock.stack.worker", "--pool", POOL, "--name", WORKER]
+    where = f"work pool {POOL!r} (nudged at {env[WORKER_SOCKET_VAR]})"
+    return spawn("worker", argv, env, logs / "worker.log", where)
 
 
 def start_api(settings: Settings, url: Urls, env: dict[str, str], logs: Path) -> Part:

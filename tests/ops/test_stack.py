@@ -448,6 +448,59 @@ def test_submissions_queue_while_the_worker_is_down_and_run_when_it_returns(stac
     assert report["sla"]["queued_seconds"] >= 6
 
 
+def test_the_api_wakes_the_worker_for_a_run_it_creates(stack: Stack) -> None:
+    """A run starts the moment the API has created it, not at the worker's next poll:
+    here the worker polls every 10 minutes, so only the API's nudge can start the run."""
+    old = stack.state()["parts"]["worker"]["pid"]
+    os.killpg(old, signal.SIGKILL)
+    while alive(old):
+        time.sleep(0.1)
+    env = {
+        **stack.env,
+        "PREFECT_API_URL": stack.prefect,
+        "PREFECT_HOME": str(stack.home / "prefect"),
+        "PADDOCK_WORKER_SOCKET": str(stack.home / "stack" / "worker.sock"),
+        "PREFECT_WORKER_QUERY_SECONDS": "600",
+    }
+    argv = [sys.executable, "-m", "paddock.stack.worker", "--pool", "paddock"]
+    log = stack.home / "nudged-worker.log"
+    with (
+        log.open("w") as out,
+        subprocess.Popen(
+            [*argv, "--name", "paddock-worker"], env=env, stdout=out, stderr=subprocess.STDOUT
+        ) as worker,
+    ):
+        try:
+            since = datetime.now().astimezone()
+            deadline = time.monotonic() + 60
+            while not _beat_since(stack, since):  # synced: its queries now count
+                assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            time.sleep(1)  # past the poll every worker makes as it starts
+
+            sub_id = stack.submit("org/nudged-model")
+            deadline = time.monotonic() + 30
+            while [r["state_type"] for r in stack.flow_runs(sub_id)] == ["SCHEDULED"]:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            stack.wait(sub_id, lambda r: r["status"] in SETTLED)
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    assert "stopped" in log.read_text()
+    assert not (stack.home / "stack" / "worker.sock").exists()
+
+
+def _beat_since(stack: Stack, since: datetime) -> bool:
+    workers = httpx.post(f"{stack.prefect}/work_pools/paddock/workers/filter", timeout=10).json()
+    return any(
+        w["name"] == "paddock-worker"
+        and w["last_heartbeat_time"]
+        and datetime.fromisoformat(w["last_heartbeat_time"]) >= since
+        for w in workers
+    )
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
