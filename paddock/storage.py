@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -227,7 +228,7 @@ class S3Store:
                     sent = self._put_parts(key, local_dir / name, meta, _advance)
                 else:
                     sent = self._put_whole(key, local_dir / name, meta, _advance)
-                self._verify(key, local_dir / name, meta, sent)
+                self._verify(key, meta, sent)
             written.append(self._key(digest, MANIFEST))
             self.client.put_object(
                 Bucket=self.bucket,
@@ -245,25 +246,33 @@ class S3Store:
 
     def _put_whole(
         self, key: str, path: Path, meta: dict[str, Any], advance: Callable[[int], None]
-    ) -> _Sent:
+    ) -> str:
+        """One request; returns the SHA-256 checksum S3 reports for the object (base64)."""
         body = path.read_bytes()
-        sent = _Sent.of(body)
+        whole = hashlib.sha256(body)
+        if whole.hexdigest() != meta["sha256"]:
+            raise TransientError(f"{path.name} changed after its manifest was made")
+        checksum = base64.b64encode(whole.digest()).decode()
         self.client.put_object(
             Bucket=self.bucket,
             Key=key,
             Body=body,
-            ChecksumSHA256=sent.checksum,  # the server verifies it
+            ChecksumSHA256=checksum,  # the server verifies it
             Metadata={"sha256": meta["sha256"]},
         )
         advance(len(body))
-        return sent
+        return checksum
 
     def _put_parts(
         self, key: str, path: Path, meta: dict[str, Any], advance: Callable[[int], None]
-    ) -> _Sent:
-        """A multipart upload that reads every byte once: each part's SHA-256 is computed
-        as it is read and sent for the server to verify (botocore's transfer manager would
-        read and hash every part again), and the whole file's is built alongside."""
+    ) -> str:
+        """A multipart upload that reads and hashes every byte once: each part's SHA-256
+        is computed as it is read and sent for the server to verify (botocore's transfer
+        manager would read and hash every part again). The manifest's digest of the whole
+        file stands for what was read as long as the file did not change meanwhile: its
+        size must be the manifest's, and its size and modification time the same after
+        the last read as at the open (a second SHA-256 pass over the file would cost as
+        much as the parts' own)."""
         from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
         upload_id = self.client.create_multipart_upload(
@@ -272,7 +281,6 @@ class S3Store:
             ChecksumAlgorithm="SHA256",
             Metadata={"sha256": meta["sha256"]},
         )["UploadId"]
-        whole = hashlib.sha256()
         checksums: list[str] = []
         etags: dict[int, str] = {}
 
@@ -290,9 +298,11 @@ class S3Store:
 
         part_size = self.part_size(meta["size"])
         with ThreadPoolExecutor(self.PART_WORKERS) as pool, path.open("rb") as fh:
+            opened = _stamp(fh.fileno())
+            if opened[0] != meta["size"]:
+                raise TransientError(f"{path.name} changed after its manifest was made")
             pending: set[Future[int]] = set()
             while block := fh.read(part_size):
-                whole.update(block)
                 checksums.append(_b64sha256(block))
                 if len(pending) >= self.PART_WORKERS:  # at most this many parts in memory
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -301,6 +311,8 @@ class S3Store:
                 pending.add(pool.submit(put, len(checksums), block, checksums[-1]))
             for part in pending:
                 advance(part.result())
+            if _stamp(fh.fileno()) != opened:
+                raise TransientError(f"{path.name} changed while it was being uploaded")
         self.client.complete_multipart_upload(
             Bucket=self.bucket,
             Key=key,
@@ -312,7 +324,7 @@ class S3Store:
                 ]
             },
         )
-        return _Sent(sha256=whole.hexdigest(), checksum=_of_parts(checksums))
+        return _of_parts(checksums)  # what S3 reports for a multipart object
 
     def _clean_up(self, keys: list[str], earlier: dict[str, set[str]]) -> str:
         """Take back what a failed attempt wrote: its objects, and the multipart uploads
@@ -346,14 +358,13 @@ class S3Store:
         needed = -(-size // self.MAX_PARTS)
         return max(self.PART_SIZE, -(-needed // mib) * mib)
 
-    def _verify(self, key: str, path: Path, meta: dict[str, Any], sent: _Sent) -> None:
-        """What was sent is the file the manifest describes, and what the server holds is
-        what was sent (its own SHA-256, whole or of the parts' checksums)."""
-        if sent.sha256 != meta["sha256"]:
-            raise TransientError(f"{path.name} changed while it was being uploaded")
+    def _verify(self, key: str, meta: dict[str, Any], sent: str) -> None:
+        """What the server holds is what was sent (``sent``: its SHA-256 checksum, whole or
+        of the parts' checksums); the senders have checked that what they sent is what the
+        manifest describes."""
         head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         served = (head.get("ChecksumSHA256") or "").split("-")[0]  # "<b64>-<parts>" on AWS
-        if head["ContentLength"] != meta["size"] or (served and served != sent.checksum):
+        if head["ContentLength"] != meta["size"] or (served and served != sent):
             raise TransientError(f"s3://{self.bucket}/{key} does not match what was sent")
 
     def _delete_keys(self, keys: list[str]) -> None:
@@ -381,19 +392,10 @@ class S3Store:
         return dest
 
 
-@dataclass(frozen=True)
-class _Sent:
-    """What an upload sent: the file's sha256 (hex) and the SHA-256 checksum S3 reports
-    for the object (base64; for a multipart object, of its parts' checksums)."""
-
-    sha256: str
-    checksum: str
-
-    @classmethod
-    def of(cls, body: bytes) -> _Sent:
-        """What a single-request upload of ``body`` sent."""
-        whole = hashlib.sha256(body)
-        return cls(sha256=whole.hexdigest(), checksum=base64.b64encode(whole.digest()).decode())
+def _stamp(fd: int) -> tuple[int, int]:
+    """An open file's size and modification time: a write to it changes one of them."""
+    st = os.fstat(fd)
+    return st.st_size, st.st_mtime_ns
 
 
 def _b64sha256(block: bytes) -> str:

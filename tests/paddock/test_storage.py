@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,33 @@ def test_bundle_without_tensors_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(Exception, match="model.tensors"):
         bundle_manifest(tmp_path)
+
+
+def test_a_file_that_changed_after_its_manifest_or_during_its_upload_is_not_stored(
+    s3: Any, bundle: Path
+) -> None:
+    store = _s3(s3, "storage-changed")
+    tensors = bundle / "model.tensors"
+    os.utime(tensors, ns=(0, 10**18))  # any write from now on moves the time
+    manifest = bundle_manifest(bundle)
+
+    def rewrite(done: int, total: int) -> None:  # same size, other bytes, mid-upload
+        if done >= store.PART_SIZE:
+            fd = os.open(tensors, os.O_WRONLY)
+            try:
+                os.pwrite(fd, b"\x02" * 1024, 9 * 1024 * 1024)
+            finally:
+                os.close(fd)
+
+    with pytest.raises(TransientError, match="changed while it was being uploaded"):
+        store.put_bundle(bundle, manifest, rewrite)
+    with tensors.open("ab") as grown:  # a different size from the manifest's
+        grown.write(b"\x03")
+    with pytest.raises(TransientError, match="changed after its manifest was made"):
+        store.put_bundle(bundle, manifest)
+
+    client = s3.client()
+    assert client.list_objects_v2(Bucket="models", Prefix="storage-changed").get("KeyCount", 0) == 0
+    assert not client.list_multipart_uploads(Bucket="models", Prefix="storage-changed").get(
+        "Uploads"
+    )
