@@ -18,7 +18,7 @@ from paddock.contracts import Bundle
 from paddock.errors import Rejected
 from paddock.fsutil import replacing_dir
 
-__all__ = ["SIDE_FILES", "load_state_dict", "work_bundle_dir", "write_bundle"]
+__all__ = ["SIDE_FILES", "load_state_dict", "read_back", "work_bundle_dir", "write_bundle"]
 
 # Small files copied beside the tensors (the serving engine reads them from --model).
 SIDE_FILES = (
@@ -60,7 +60,7 @@ def load_state_dict(model_dir: Path) -> dict[str, Any]:
 
 def write_bundle(model_dir: Path, dest: Path, *, verify: bool = True) -> Bundle:
     """Write model.tensors + side files into `dest`; returns sizes and timings."""
-    from tensorizer import TensorDeserializer, TensorSerializer
+    from tensorizer import TensorSerializer
 
     with replacing_dir(dest) as tmp:
         started = time.perf_counter()
@@ -70,14 +70,8 @@ def write_bundle(model_dir: Path, dest: Path, *, verify: bool = True) -> Bundle:
         serializer.write_state_dict(state)
         serializer.close()
         written = time.perf_counter()
-        if verify:  # read back with hash verification: what we upload is what we checked
-            deserializer = TensorDeserializer(
-                str(tmp / "model.tensors"), verify_hash=True, device="cpu"
-            )
-            missing = set(state) - set(deserializer.keys())
-            deserializer.close()
-            if missing:
-                raise RuntimeError(f"tensorizer round trip lost {len(missing)} tensors")
+        if verify:  # what we upload is what we checked
+            read_back(tmp / "model.tensors", state)
         for name in SIDE_FILES:
             if (model_dir / name).is_file():
                 shutil.copyfile(model_dir / name, tmp / name)
@@ -89,3 +83,78 @@ def write_bundle(model_dir: Path, dest: Path, *, verify: bool = True) -> Bundle:
         write_s=round(written - loaded, 3),
         verify_s=round(time.perf_counter() - written, 3),
     )
+
+
+def read_back(path: Path, state: dict[str, Any]) -> None:
+    """Raise unless the tensorizer file at ``path`` holds exactly ``state``: every tensor,
+    under its name, with its shape, and byte for byte where tensorizer's index says it is.
+
+    Compared with the checked tensors themselves rather than with the hashes tensorizer
+    wrote beside them (its own verified read), which proves only that the file agrees
+    with itself and costs more: tensorizer reads every tensor into fresh memory and hashes
+    it twice, where this reads the file once, in order, into one reused buffer (0.5 s
+    against ~0.2 s for SmolLM2's 538 MB here). A file whose index this cannot read (a
+    newer format) gets tensorizer's verified read instead.
+    """
+    import torch
+    from tensorizer import TensorDeserializer
+
+    index = _index(path)
+    if index is None:
+        with TensorDeserializer(str(path), verify_hash=True, device="cpu") as verified:
+            gone = set(state) - set(verified.keys())
+        if gone:
+            raise RuntimeError(f"tensorizer round trip lost {len(gone)} tensors")
+        return
+    if sorted(name for name, _ in index) != sorted(state):
+        names = {name for name, _ in index}
+        lost, extra = len(set(state) - names), len(names - set(state))
+        raise RuntimeError(f"the written file has {lost} tensors missing and {extra} extra")
+    buffer = torch.empty(max((e.data_length for _, e in index), default=0), dtype=torch.uint8)
+    view = memoryview(buffer.numpy())  # type: ignore[arg-type]  # an ndarray is a buffer
+    with path.open("rb") as fh:
+        for name, entry in index:
+            want = state[name].contiguous().reshape(-1).view(torch.uint8)
+            if tuple(entry.shape) != tuple(state[name].shape) or entry.data_length != want.numel():
+                raise RuntimeError(f"{name} was written with another shape or size")
+            fh.seek(entry.data_offset)
+            if fh.readinto(view[: entry.data_length]) != entry.data_length:
+                raise RuntimeError(f"{name} is cut short in the written file")
+            if not torch.equal(_words(buffer[: entry.data_length]), _words(want)):
+                raise RuntimeError(f"{name} was not written as it was checked")
+
+
+def _index(path: Path) -> list[tuple[str, Any]] | None:
+    """(name, entry) for every tensor, in file order, from tensorizer's index (its
+    ``_metadata``, which tensorizer's own lazy reader keeps); None when the index cannot
+    be read or names a tensor by a nested path a state dict does not have."""
+    from tensorizer import TensorDeserializer
+
+    try:
+        with TensorDeserializer(str(path), device="cpu", lazy_load=True) as deserializer:
+            entries = list(deserializer._metadata.values())
+    except Exception:
+        return None
+    named = []
+    for entry in sorted(entries, key=lambda e: e.data_offset):
+        name = entry.name if isinstance(entry.name, str) else None
+        if isinstance(entry.name, tuple) and len(entry.name) == 1:
+            name = entry.name[0]
+        if name is None:
+            return None
+        named.append((name, entry))
+    return named
+
+
+def _words(data: Any) -> Any:
+    """Bytes as the widest integers they divide into: compared bit for bit (no float
+    semantics: -0.0 is not 0.0 here) and ~3x faster than byte by byte."""
+    import torch
+
+    for dtype, size in ((torch.int64, 8), (torch.int32, 4), (torch.int16, 2)):
+        if data.numel() % size == 0:
+            try:
+                return data.view(dtype)
+            except RuntimeError:  # not aligned to it
+                continue
+    return data
