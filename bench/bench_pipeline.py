@@ -30,7 +30,8 @@ parts add up to the wall time exactly:
       prefect start  → "Beginning flow run" (the ephemeral Prefect server, the run created)
     stack:
       flow run       → the flow run is Scheduled (the API asked the Prefect server)
-      worker pickup  → Pending (the worker's next poll: every second)
+      worker pickup  → Pending (at once when the API's nudge reaches the worker; else
+                     its next poll, every second)
       flow start     → Running (the worker's child process: spawn, imports, engine)
     to 1st stage   → the first stage row
     <stage>        each stage, first start to last end (retries included); a stage run

@@ -7,7 +7,7 @@ the stages call, on the same local servers, and divides bytes by seconds:
     download   paddock.sources.fetch_hub from an olah mirror (resolve, list, snapshot)
     scan       paddock.checks.runtime.check_finite: sanity's read of every weight value
     serialize  paddock.bundle.write_bundle (load the safetensors, write model.tensors,
-               read it back with hashes verified)
+               read it back against the checked tensors)
     upload     paddock.storage: the bundle's manifest (sha256 of every file) and
                S3Store.put_bundle to a moto server (multipart, checksums, verified)
 
