@@ -33,8 +33,10 @@ __all__ = ["main"]
 
 
 class _Nudges:
-    """Connections on the socket, turned into one query each, never two at once: the
-    nudges that arrive while a query runs are answered by one more query after it."""
+    """Connections on the socket, turned into queries for due runs: never two at once,
+    and however many nudges arrive while one runs, one more query answers them all. (A
+    query racing the poll's is safe: the worker skips a run it is already submitting, and
+    the server refuses to start a run twice.)"""
 
     def __init__(self, listener: socket.socket) -> None:
         self.listener = listener
