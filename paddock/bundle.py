@@ -120,7 +120,7 @@ def read_back(path: Path, state: dict[str, Any]) -> None:
             fh.seek(entry.data_offset)
             if fh.readinto(view[: entry.data_length]) != entry.data_length:
                 raise RuntimeError(f"{name} is cut short in the written file")
-            if not torch.equal(_words(buffer[: entry.data_length]), _words(want)):
+            if not _same_bits(buffer[: entry.data_length], want):
                 raise RuntimeError(f"{name} was not written as it was checked")
 
 
@@ -146,15 +146,16 @@ def _index(path: Path) -> list[tuple[str, Any]] | None:
     return named
 
 
-def _words(data: Any) -> Any:
-    """Bytes as the widest integers they divide into: compared bit for bit (no float
-    semantics: -0.0 is not 0.0 here) and ~3x faster than byte by byte."""
+def _same_bits(got: Any, want: Any) -> bool:
+    """Two byte tensors of one length compared as the widest integers both can be viewed
+    as: bit for bit (no float semantics: -0.0 is not 0.0 here) and ~3x faster than byte
+    by byte. A checked tensor mapped from its safetensors file may start at any offset."""
     import torch
 
     for dtype, size in ((torch.int64, 8), (torch.int32, 4), (torch.int16, 2)):
-        if data.numel() % size == 0:
+        if got.numel() % size == 0:
             try:
-                return data.view(dtype)
-            except RuntimeError:  # not aligned to it
+                return bool(torch.equal(got.view(dtype), want.view(dtype)))
+            except RuntimeError:  # one of them is not aligned to it
                 continue
-    return data
+    return bool(torch.equal(got, want))

@@ -67,3 +67,17 @@ def test_an_index_it_cannot_read_gets_tensorizers_verified_read(
     read_back(path, state)
     with pytest.raises(Exception, match="failed CRC32 verification"):
         read_back(flipped, state)
+
+
+def test_bytes_at_any_offset_compare_bit_for_bit() -> None:
+    """A checked tensor mapped from its safetensors file may start at any byte: the
+    comparison falls back to a width both sides align to, and still sees one flipped bit."""
+    base = torch.arange(33, dtype=torch.uint8)
+    want = base[1:]  # one byte in: no wider integer view of it
+    got = want.clone()
+    assert bundle._same_bits(got, want)
+    got[5] ^= 1
+    assert not bundle._same_bits(got, want)
+    zeros = torch.zeros(4, dtype=torch.float32)
+    negative = -zeros  # equal as floats, not as bits
+    assert not bundle._same_bits(zeros.view(torch.uint8).clone(), negative.view(torch.uint8))
