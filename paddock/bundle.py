@@ -106,9 +106,9 @@ def read_back(path: Path, state: dict[str, Any]) -> None:
         if gone:
             raise RuntimeError(f"tensorizer round trip lost {len(gone)} tensors")
         return
-    if sorted(name for name, _ in index) != sorted(state):
-        names = {name for name, _ in index}
-        lost, extra = len(set(state) - names), len(names - set(state))
+    names = [name for name, _ in index]
+    if sorted(names) != sorted(state):
+        lost, extra = len(set(state) - set(names)), len(set(names) - set(state))
         raise RuntimeError(f"the written file has {lost} tensors missing and {extra} extra")
     buffer = torch.empty(max((e.data_length for _, e in index), default=0), dtype=torch.uint8)
     view = memoryview(buffer.numpy())  # type: ignore[arg-type]  # an ndarray is a buffer
@@ -137,10 +137,9 @@ def _index(path: Path) -> list[tuple[str, Any]] | None:
         return None
     named = []
     for entry in sorted(entries, key=lambda e: e.data_offset):
-        name = entry.name if isinstance(entry.name, str) else None
-        if isinstance(entry.name, tuple) and len(entry.name) == 1:
-            name = entry.name[0]
-        if name is None:
+        raw = entry.name  # a one-element tuple for a state dict's flat names
+        name = raw[0] if isinstance(raw, tuple) and len(raw) == 1 else raw
+        if not isinstance(name, str):
             return None
         named.append((name, entry))
     return named
